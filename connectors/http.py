@@ -1,0 +1,365 @@
+"""The one place for HTTP: sessions, timeouts, the disk cache, retries and error classes.
+
+Connectors never import requests or tenacity; they call `HttpClient.request_json` and get parsed
+JSON back, or one of the `ProviderError` classes below carrying what a person needs to act.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import requests
+import requests_cache
+from requests.adapters import HTTPAdapter
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+log = logging.getLogger("pipeline.http")
+
+MIN_RETRY_WAIT_S = 1.0  # a zero or past Retry-After is no hint: never retry instantly
+MAX_RETRY_WAIT_S = 120.0
+MAX_BODY_BYTES = 256 * 1024 * 1024
+
+
+class ProviderError(Exception):
+    """A provider call failed; carries provider, HTTP status and request id, never a secret."""
+
+    def __init__(self, provider: str, message: str, *, status: int | None = None, request_id: str | None = None):
+        self.provider = provider
+        self.status = status
+        self.request_id = request_id
+        detail = f"{provider}: {message}"
+        if status is not None:
+            detail += f" (HTTP {status}"
+            detail += f", request id {request_id})" if request_id else ")"
+        super().__init__(detail)
+
+
+class AuthError(ProviderError):
+    """401/403: the credentials were refused; retrying will not help."""
+
+
+class ResponseError(ProviderError):
+    """A 4xx other than auth, or an answer the API documents as a permanent error."""
+
+
+class RedirectRefused(ProviderError):
+    """The API answered with a redirect; we never follow one, so no credential can leak."""
+
+
+class RetryableError(ProviderError):
+    """429, 5xx, a throttled GraphQL answer or a broken body: worth another attempt."""
+
+    def __init__(self, provider, message, *, retry_after: float | None = None, throttled: bool = False, **kw):
+        super().__init__(provider, message, **kw)
+        self.retry_after = retry_after
+        self.throttled = throttled
+
+
+class RetriesExhausted(ProviderError):
+    """Every attempt failed with a retryable error."""
+
+
+@dataclass
+class HttpStats:
+    requests: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    throttle_wait_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    connect_timeout_s: float = 10
+    read_timeout_s: float = 60
+    deadline_s: float = 300  # for the whole request: a read timeout alone lets a server trickle forever
+    max_attempts: int = 6
+    max_total_wait_s: float = 600
+    cache_dir: Path | None = None  # None: no disk cache
+    cache_ttl: timedelta = timedelta(hours=1)
+    # False: answers are stored for later development runs but never replayed to this one, so a
+    # run that writes data always sees the API as it is now.
+    cache_replay: bool = True
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """Reads every body in full under a wall-clock deadline and a size cap."""
+
+    def __init__(self, deadline_s: float, max_bytes: int = MAX_BODY_BYTES):
+        super().__init__()
+        self.deadline_s = deadline_s
+        self.max_bytes = max_bytes
+
+    def send(self, request, stream=False, **kwargs):
+        started = time.monotonic()
+        response = super().send(request, stream=True, **kwargs)
+        chunks, size = [], 0
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                chunks.append(chunk)
+                size += len(chunk)
+                if time.monotonic() - started > self.deadline_s:
+                    raise requests.Timeout(f"response took longer than the {self.deadline_s:g}s deadline")
+                if size > self.max_bytes:
+                    raise requests.ConnectionError(f"response larger than {self.max_bytes} bytes")
+        except BaseException:
+            response.close()
+            raise
+        response._content = b"".join(chunks)
+        response._content_consumed = True
+        return response
+
+
+def parse_retry_after(value: str | None, now: Callable[[], datetime]) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or HTTP-date); None when no hint."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - now()).total_seconds()
+    return seconds if seconds > 0 else None
+
+
+def _is_clean_json(response) -> bool:
+    """Only error-free JSON answers may be cached (a GraphQL body with `errors` is no success)."""
+    if response.status_code != 200:
+        return False
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and not body.get("errors")
+
+
+def _request_id(response) -> str | None:
+    for name in ("X-Request-Id", "x-amzn-RequestId", "X-EBAY-C-REQUEST-ID"):
+        if response.headers.get(name):
+            return response.headers[name][:100]
+    return None
+
+
+class HttpClient:
+    """A session per provider: timeouts, deadline, cache, retries, one classification of answers."""
+
+    def __init__(
+        self,
+        provider: str,
+        settings: HttpSettings,
+        *,
+        secret_headers: tuple[str, ...] = (),
+        sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ):
+        self.provider = provider
+        self.settings = settings
+        self.sleep = sleep
+        self.now = now
+        self.stats = HttpStats()
+        self.session = self._session(secret_headers)
+
+    def _session(self, secret_headers) -> requests.Session:
+        cache_dir = self.settings.cache_dir
+        if cache_dir is None:
+            session = requests.Session()
+        else:
+            cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(cache_dir, 0o700)
+            session = requests_cache.CachedSession(
+                str(cache_dir / "http_cache.sqlite"),
+                backend="sqlite",
+                serializer="json",  # never pickle
+                expire_after=self.settings.cache_ttl,
+                allowable_codes=(200,),
+                allowable_methods=("GET", "POST"),
+                ignored_parameters=[*requests_cache.DEFAULT_IGNORED_PARAMS, *secret_headers],
+                filter_fn=_is_clean_json,
+                stale_if_error=False,
+            )
+        adapter = DeadlineAdapter(self.settings.deadline_s)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.trust_env = False  # no proxy or .netrc credentials from the environment
+        return session
+
+    def close(self) -> None:
+        self.session.close()
+
+    def wait(self, seconds: float, *, throttled: bool = False) -> None:
+        """Sleep through the injectable sleep and account for it."""
+        if seconds <= 0:
+            return
+        if throttled:
+            self.stats.throttle_wait_s += seconds
+        self.sleep(seconds)
+
+    def request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: Any = None,
+        params: dict | None = None,
+        data: Any = None,
+        headers: dict | None = None,
+        auth=None,
+        check: Callable[[Any, requests.Response], None] | None = None,
+        cache: bool = True,
+    ) -> Any:
+        """Send with retries and return the parsed JSON body, or raise a ProviderError."""
+        retrying = Retrying(
+            retry=retry_if_exception_type((RetryableError, requests.ConnectionError, requests.Timeout)),
+            stop=stop_after_attempt(self.settings.max_attempts) | self._stop_on_total_wait,
+            wait=self._wait,
+            sleep=self._sleep_between_attempts,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._once(method, url, json_body, params, data, headers, auth, check, cache)
+        except (RetryableError, requests.ConnectionError, requests.Timeout) as exc:
+            attempts = retrying.statistics.get("attempt_number", 1)
+            raise RetriesExhausted(
+                self.provider,
+                f"gave up after {attempts} attempts on {urlsplit(url).path}: {_describe(exc)}",
+                status=getattr(exc, "status", None),
+                request_id=getattr(exc, "request_id", None),
+            ) from None
+
+    def _once(self, method, url, json_body, params, data, headers, auth, check, cache):
+        kwargs = dict(json=json_body, params=params, data=data, headers=headers, auth=auth,
+                      allow_redirects=False,
+                      timeout=(self.settings.connect_timeout_s, self.settings.read_timeout_s))
+        started = time.monotonic()
+        if not isinstance(self.session, requests_cache.CachedSession):
+            response = self.session.request(method, url, **kwargs)
+        elif not cache:
+            with self.session.cache_disabled():
+                response = self.session.request(method, url, **kwargs)
+        else:
+            response = self.session.request(method, url, force_refresh=not self.settings.cache_replay, **kwargs)
+        from_cache = bool(getattr(response, "from_cache", False))
+        if from_cache:
+            self.stats.cache_hits += 1
+        else:
+            self.stats.requests += 1
+        log.debug("%s %s %s -> %s in %.2fs%s", self.provider, method, urlsplit(url).path,
+                  response.status_code, time.monotonic() - started, " (cache)" if from_cache else "")
+        return self._classify(response, check)
+
+    def _classify(self, response, check):
+        status = response.status_code
+        rid = _request_id(response)
+        if 300 <= status < 400:
+            target = urlsplit(response.headers.get("Location", "")).hostname or "an unknown host"
+            raise RedirectRefused(self.provider, f"the API redirected to {target}; redirects are "
+                                  "never followed so that credentials stay with the configured host",
+                                  status=status, request_id=rid)
+        body = None
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            pass
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), self.now)
+            if check is not None and body is not None and status == 429:
+                try:
+                    check(body, response)
+                except RetryableError as exc:  # a throttled GraphQL body carries a better hint
+                    exc.status = status
+                    raise
+            raise RetryableError(self.provider, _summary(body) or "the server is unavailable or throttling",
+                                 retry_after=retry_after, throttled=status == 429, status=status, request_id=rid)
+        if status in (401, 403):
+            raise AuthError(self.provider, "the credentials were refused: check the access token and "
+                            "its permissions" + _suffix(_summary(body)), status=status, request_id=rid)
+        if status >= 400:
+            raise ResponseError(self.provider, "the request was rejected" + _suffix(_summary(body)),
+                                status=status, request_id=rid)
+        if body is None:
+            raise RetryableError(self.provider, "the answer was not valid JSON (a maintenance page or a "
+                                 "cut-short body)", status=status, request_id=rid)
+        if check is not None:
+            check(body, response)
+        return body
+
+    # tenacity hooks -----------------------------------------------------------------------
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hint = getattr(exc, "retry_after", None)
+        if hint is not None:
+            return min(max(hint, MIN_RETRY_WAIT_S), MAX_RETRY_WAIT_S)
+        return max(MIN_RETRY_WAIT_S, wait_exponential_jitter(initial=1, max=60, jitter=1)(state))
+
+    def _stop_on_total_wait(self, state: RetryCallState) -> bool:
+        return state.idle_for + (state.upcoming_sleep or 0) > self.settings.max_total_wait_s
+
+    def _sleep_between_attempts(self, seconds: float) -> None:
+        self.sleep(seconds)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception()
+        self.stats.retries += 1
+        if getattr(exc, "throttled", False):
+            self.stats.throttle_wait_s += state.upcoming_sleep
+        log.info("%s: retrying in %.1fs after %s", self.provider, state.upcoming_sleep, _describe(exc))
+
+
+def _summary(body) -> str | None:
+    """A short, secret-free description of an error body."""
+    if isinstance(body, dict):
+        errors = body.get("errors")
+        if isinstance(errors, str):
+            return errors[:200]
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            return str(errors[0].get("message", ""))[:200]
+        for key in ("message", "error_description", "error"):
+            if isinstance(body.get(key), str):
+                return body[key][:200]
+    return None
+
+
+def _suffix(text: str | None) -> str:
+    return f": {text}" if text else ""
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ProviderError):
+        return str(exc).split(": ", 1)[-1]
+    return type(exc).__name__
+
+
+class HostBoundHeaderAuth(requests.auth.AuthBase):
+    """Sets a credential header only on requests to the configured host.
+
+    An absolute URL handed back by an API (a next link, a download link) on another host gets no
+    credential; redirects are refused separately, so the header can never follow one.
+    """
+
+    def __init__(self, base_url: str, header: str, value_fn: Callable[[], str]):
+        self.netloc = urlsplit(base_url).netloc.lower()
+        self.header = header
+        self.value_fn = value_fn
+
+    def __call__(self, request):
+        if urlsplit(request.url).netloc.lower() == self.netloc:
+            request.headers[self.header] = self.value_fn()
+        return request

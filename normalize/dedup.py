@@ -1,0 +1,35 @@
+"""raw_hash: the content fingerprint a record is deduplicated on.
+
+SHA-256 of the canonical JSON of the provider record as the normalizer reads it (keys sorted,
+lists of objects in id order, transport-only fields dropped), prefixed with the provider and its
+normalizer version, so a corrected normalizer rewrites each product once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+
+# Fields that describe how a record travelled, not what it says.
+TRANSPORT_KEYS = frozenset({"__parentId", "cursor", "pageInfo", "__typename"})
+
+
+def canonical(value, drop: frozenset[str] = TRANSPORT_KEYS):
+    """The record with transport fields dropped and lists of objects sorted by id."""
+    if isinstance(value, dict):
+        return {k: canonical(v, drop) for k, v in value.items() if k not in drop}
+    if isinstance(value, list):
+        items = [canonical(v, drop) for v in value]
+        if items and all(isinstance(v, dict) and "id" in v for v in items):
+            items.sort(key=lambda v: str(v["id"]))
+        return items
+    return value
+
+
+def raw_hash(source: str, normalizer_version: int, record, drop: Iterable[str] = ()) -> str:
+    """Hex SHA-256 of `source`, the normalizer version and the canonical record."""
+    dropped = TRANSPORT_KEYS | frozenset(drop)
+    text = json.dumps(canonical(record, dropped), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False, default=str)
+    return hashlib.sha256(f"{source}/{normalizer_version}\n{text}".encode()).hexdigest()

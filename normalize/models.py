@@ -1,0 +1,128 @@
+"""The Product model: the one schema. The Arrow schema below is derived from it, never inferred.
+
+Data-quality rules live here, so no record can reach Parquet without passing them: source,
+source_id and title present; a price, when present, finite and not negative (zero is a real
+price: free items exist); every URL http or https.
+"""
+
+from __future__ import annotations
+
+import typing
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Annotated, Literal, Optional
+
+import pyarrow as pa
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION = 1
+PRICE_TYPE = pa.decimal128(18, 4)
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is not None and not value.lower().startswith(("http://", "https://")):
+        raise ValueError("URL must start with http:// or https://")
+    return value
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None:
+        if value.tzinfo is None:
+            raise ValueError("timestamp must carry a time zone")
+        value = value.astimezone(timezone.utc)
+    return value
+
+
+def _money(value: Decimal | None) -> Decimal | None:
+    # Four decimal places fit every currency; the Arrow column is decimal(18, 4).
+    return None if value is None else value.quantize(Decimal("0.0001"))
+
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+Url = Annotated[Optional[str], AfterValidator(_http_url)]
+Money = Annotated[
+    Optional[Decimal], Field(ge=0, lt=Decimal("1e14"), allow_inf_nan=False), AfterValidator(_money)
+]
+UtcTime = Annotated[Optional[datetime], AfterValidator(_utc)]
+Currency = Annotated[Optional[str], StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+class Variant(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Optional[str] = None
+    sku: Optional[str] = None
+    barcode: Optional[str] = None
+    title: Optional[str] = None
+    price: Money = None
+    compare_at_price: Money = None
+    inventory_quantity: Optional[int] = None
+    available: Optional[bool] = None
+
+
+class Product(BaseModel):
+    """One content version of one product from one provider account."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: Literal["shopify", "amazon", "ebay"]
+    account: Text
+    source_id: Text
+    title: Text
+    description: Optional[str] = None
+    brand: Optional[str] = None
+    category: Optional[str] = None
+    url: Url = None
+    image_url: Url = None
+    price: Money = None
+    currency: Currency = None
+    compare_at_price: Money = None
+    availability: Optional[str] = None
+    condition: Optional[str] = None
+    seller: Optional[str] = None
+    seller_feedback_score: Optional[int] = None
+    seller_feedback_percent: Optional[float] = Field(default=None, ge=0, le=100, allow_inf_nan=False)
+    item_country: Optional[str] = None
+    buying_options: Optional[list[str]] = None
+    sku: Optional[str] = None
+    gtin: Optional[str] = None
+    epid: Optional[str] = None
+    total_inventory: Optional[int] = None
+    variants: Optional[list[Variant]] = None
+    tags: Optional[list[str]] = None
+    source_created_at: UtcTime = None
+    source_updated_at: UtcTime = None
+    fetched_at: datetime
+    run_id: Text
+    raw_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    schema_version: int = SCHEMA_VERSION
+
+
+def _arrow_type(annotation) -> pa.DataType:
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin is Annotated:
+        return _arrow_type(args[0])
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return _arrow_type(args[0])
+    if origin is Literal or annotation is str:
+        return pa.string()
+    if origin is list:
+        return pa.list_(_arrow_type(args[0]))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return pa.struct([pa.field(n, _arrow_type(f.annotation)) for n, f in annotation.model_fields.items()])
+    simple = {Decimal: PRICE_TYPE, datetime: pa.timestamp("us", tz="UTC"), int: pa.int64(),
+              float: pa.float64(), bool: pa.bool_()}
+    return simple[annotation]
+
+
+def arrow_schema(model: type[BaseModel] = Product) -> pa.Schema:
+    """The Parquet schema, in the model's field order."""
+    fields = []
+    for name, info in model.model_fields.items():
+        annotation = info.rebuild_annotation() if hasattr(info, "rebuild_annotation") else info.annotation
+        fields.append(pa.field(name, _arrow_type(annotation), nullable=not info.is_required()))
+    return pa.schema(fields, metadata={"schema_version": str(SCHEMA_VERSION)})
+
+
+SCHEMA = arrow_schema()

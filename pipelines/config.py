@@ -1,0 +1,209 @@
+"""Typed settings from the environment and the repository's `.env`.
+
+Every default path is anchored at the repository, never at the current directory, because cron
+starts the pipeline in `$HOME`. Secrets are `SecretStr` and no error message ever echoes one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+from pydantic import SecretStr
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROVIDERS = ("shopify", "amazon", "ebay")
+
+# Shopify releases quarterly; 2026-10 is the newest stable version as of 2026-11.
+DEFAULT_SHOPIFY_API_VERSION = "2026-10"
+SHOP_DOMAIN_RE = re.compile(r"[a-z0-9][a-z0-9-]*\.myshopify\.com")
+API_VERSION_RE = re.compile(r"\d{4}-(01|04|07|10)|unstable")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable and what to do."""
+
+
+@dataclass(frozen=True)
+class ShopifySettings:
+    shop_domain: str
+    api_version: str
+    access_token: SecretStr
+    base_url: str  # scheme://host[:port], no trailing slash
+
+    @property
+    def graphql_url(self) -> str:
+        return f"{self.base_url}/admin/api/{self.api_version}/graphql.json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    logs_dir: Path
+    cache_dir: Path
+    cache_ttl: timedelta
+    lookback: timedelta
+    quarantine_max_percent: float
+    output_file_mode: int
+    connect_timeout_s: float
+    read_timeout_s: float
+    request_deadline_s: float
+    max_attempts: int
+    max_total_wait_s: float
+    shopify: ShopifySettings | None = None
+    not_configured: dict[str, str] = field(default_factory=dict)  # provider -> why
+
+    def provider(self, name: str):
+        return getattr(self, name, None)
+
+    def secrets(self) -> list[str]:
+        """Every secret value in these settings, for redaction."""
+        values = []
+        if self.shopify:
+            values.append(self.shopify.access_token.get_secret_value())
+        return [v for v in values if v]
+
+
+def read_environment(env_file: Path | None) -> dict[str, str]:
+    """The process environment over the `.env` file's values (the environment wins)."""
+    from_file = {}
+    if env_file is not None and env_file.is_file():
+        from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    return {**from_file, **os.environ}
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _path(env, name: str, override: Path | None, default: Path) -> Path:
+    if override is not None:
+        return Path(override).expanduser().resolve()
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    path = Path(raw).expanduser()
+    return (path if path.is_absolute() else REPO_ROOT / path).resolve()
+
+
+def _number(env, name: str, default: float, *, minimum: float = 0, kind=float):
+    raw = _get(env, name)
+    if raw is None:
+        return kind(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number (got {raw!r}).") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum} (got {raw!r}).")
+    return value
+
+
+def _file_mode(env, name: str, default: int) -> int:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"0?o?[0-7]{3}", raw):
+        raise ConfigError(f"{name} must be an octal file mode such as 0640 (got {raw!r}).")
+    return int(raw.replace("o", "")[-3:], 8)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_base_url(name: str, raw: str) -> str:
+    """Check a base-URL override: http(s), a host, no credentials, path or query."""
+    parts = urlsplit(raw)
+    problem = None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problem = "must be a URL such as https://example.com or http://127.0.0.1:8080"
+    elif parts.username or parts.password or "@" in parts.netloc:
+        problem = "must not contain a user name or password"
+    elif parts.path not in ("", "/") or parts.query or parts.fragment:
+        problem = "must be a scheme and host (and optional port) only, with no path or query"
+    elif parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        problem = "may use plain http only on a loopback address (127.0.0.1, ::1, localhost)"
+    else:
+        try:
+            parts.port
+        except ValueError:
+            problem = "has an invalid port"
+    if problem:
+        raise ConfigError(f"{name} {problem} (got {raw!r}).")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _shopify(env) -> tuple[ShopifySettings | None, str | None]:
+    domain = _get(env, "SHOPIFY_SHOP_DOMAIN")
+    token = _get(env, "SHOPIFY_ACCESS_TOKEN")
+    version = _get(env, "SHOPIFY_API_VERSION") or DEFAULT_SHOPIFY_API_VERSION
+    base = _get(env, "SHOPIFY_API_BASE_URL")
+    if domain is not None and not SHOP_DOMAIN_RE.fullmatch(domain):
+        raise ConfigError(
+            "SHOPIFY_SHOP_DOMAIN must be exactly <name>.myshopify.com, in lower case, "
+            f"with no scheme, path or port (got {domain!r})."
+        )
+    if not API_VERSION_RE.fullmatch(version):
+        raise ConfigError(
+            f"SHOPIFY_API_VERSION must look like 2026-10 (a YYYY-MM release) (got {version!r})."
+        )
+    base_url = validate_base_url("SHOPIFY_API_BASE_URL", base) if base else None
+    missing = [n for n, v in (("SHOPIFY_SHOP_DOMAIN", domain), ("SHOPIFY_ACCESS_TOKEN", token)) if not v]
+    if missing:
+        return None, "not configured: set " + " and ".join(missing)
+    return (
+        ShopifySettings(
+            shop_domain=domain,
+            api_version=version,
+            access_token=SecretStr(token),
+            base_url=base_url or f"https://{domain}",
+        ),
+        None,
+    )
+
+
+def load_settings(
+    env: Mapping[str, str],
+    *,
+    data_dir: Path | None = None,
+    logs_dir: Path | None = None,
+    cache_dir: Path | None = None,
+) -> Settings:
+    """Build settings from an environment mapping; raises ConfigError naming the variable."""
+    shopify, shopify_reason = _shopify(env)
+    not_configured = {"amazon": "not configured", "ebay": "not configured"}
+    if shopify_reason:
+        not_configured["shopify"] = shopify_reason
+    return Settings(
+        data_dir=_path(env, "PIPELINE_DATA_DIR", data_dir, REPO_ROOT / "data"),
+        logs_dir=_path(env, "PIPELINE_LOGS_DIR", logs_dir, REPO_ROOT / "logs"),
+        cache_dir=_path(env, "PIPELINE_CACHE_DIR", cache_dir, REPO_ROOT / ".cache" / "api"),
+        cache_ttl=timedelta(seconds=_number(env, "PIPELINE_CACHE_TTL_SECONDS", 3600)),
+        lookback=timedelta(minutes=_number(env, "PIPELINE_LOOKBACK_MINUTES", 10)),
+        quarantine_max_percent=_number(env, "PIPELINE_QUARANTINE_MAX_PERCENT", 2.0),
+        output_file_mode=_file_mode(env, "PIPELINE_OUTPUT_FILE_MODE", 0o640),
+        connect_timeout_s=_number(env, "PIPELINE_CONNECT_TIMEOUT_SECONDS", 10, minimum=0.1),
+        read_timeout_s=_number(env, "PIPELINE_READ_TIMEOUT_SECONDS", 60, minimum=0.1),
+        request_deadline_s=_number(env, "PIPELINE_REQUEST_DEADLINE_SECONDS", 300, minimum=0.1),
+        max_attempts=_number(env, "PIPELINE_MAX_ATTEMPTS", 6, minimum=1, kind=int),
+        max_total_wait_s=_number(env, "PIPELINE_MAX_RETRY_WAIT_SECONDS", 600),
+        shopify=shopify,
+        not_configured=not_configured,
+    )

@@ -1,0 +1,378 @@
+#!/usr/bin/env python3
+"""Pull product catalogs into one deduplicated, date-partitioned Parquet dataset.
+
+The data's path, per provider: fetch -> normalize -> dedup -> write -> commit, then one run-log
+line for the whole run. Everything else lives in the stage of the same name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (cron, Task Scheduler): make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import click
+
+from connectors import CONNECTORS
+from connectors.http import HttpSettings, ProviderError
+from normalize import shopify as shopify_normalizer
+from pipelines import __version__
+from pipelines.config import PROVIDERS, REPO_ROOT, ConfigError, Settings, load_settings, read_environment
+from pipelines.redact import Redactor, RedactingFilter
+from pipelines.stages import (BATCH_SIZE, DryRunSink, Progress, ProviderResult, batched, keep_new,
+                              normalize_batch)
+from storage import runlog
+from storage.lock import ProviderLock
+from storage.parquet import PartitionWriter
+from storage.quarantine import Quarantine, quarantine_path
+from storage.recovery import recover
+from storage.state import ProviderState, state_path
+
+NORMALIZERS = {"shopify": shopify_normalizer}
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PARTIAL, EXIT_ANOMALY, EXIT_STALE, EXIT_LOCKED = 0, 1, 2, 3, 4, 5, 75
+log = logging.getLogger("pipeline")
+
+
+class QualityGateFailed(Exception):
+    """Too many of a provider's records were quarantined to trust the rest."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    providers: tuple[str, ...] | None
+    limit: int | None
+    dry_run: bool
+    no_cache: bool
+    full_refresh: bool
+    since: datetime | None
+
+
+@dataclass
+class Runtime:
+    """What tests inject instead of the real clock and sleep."""
+
+    sleep: object = time.sleep
+    clock: object = time.monotonic
+    now: object = lambda: datetime.now(timezone.utc)
+
+
+def run_provider(name: str, settings: Settings, opts: RunOptions, run_id: str, started: datetime,
+                 rt: Runtime) -> ProviderResult:
+    """Fetch, normalize, dedup, write and commit one provider under its lock."""
+    result, clock_start = ProviderResult(), time.monotonic()
+    lock = ProviderLock(settings.data_dir, name)
+    if not opts.dry_run and not lock.acquire():
+        return ProviderResult(status="locked", reason=f"another run holds {lock.path}")
+    state = ProviderState.open(state_path(settings.data_dir, name), read_only=opts.dry_run)
+    connector, normalizer, provider_settings = CONNECTORS[name], NORMALIZERS[name], settings.provider(name)
+    writer = (DryRunSink() if opts.dry_run else
+              PartitionWriter(settings.data_dir, name, run_id, started.date(), settings.output_file_mode))
+    quarantine = Quarantine(quarantine_path(settings.data_dir, name, started.date(), run_id), enabled=not opts.dry_run)
+    http = connector.make_client(provider_settings, _http_settings(settings, name, opts), sleep=rt.sleep, now=rt.now)
+    progress = Progress(name)
+    try:
+        if not opts.dry_run:
+            recover(state, settings.data_dir, name)
+            state.set("inflight_run", run_id)
+        since = _since(state, opts)
+        high_water_mark = since
+        records = connector.iter_records(http, provider_settings, since=since, lookback=settings.lookback,
+                                         clock=rt.clock)
+        for raws in batched(records, min(BATCH_SIZE, opts.limit or BATCH_SIZE)):
+            raws = raws[: opts.limit - result.fetched] if opts.limit else raws
+            result.fetched += len(raws)
+            high_water_mark = max([high_water_mark, *map(connector.record_cursor, raws)], key=_cursor_key)
+            products = normalize_batch(raws, normalizer, account=_account(provider_settings), run_id=run_id,
+                                       fetched_at=rt.now(), quarantine=quarantine)
+            new = keep_new(products, state)
+            writer.add(new)
+            result.written += len(new)
+            result.duplicates += len(products) - len(new)
+            progress.update(result)
+            if opts.limit and result.fetched >= opts.limit:
+                break
+        result.quarantined = quarantine.count
+        _quality_gate(result, settings.quarantine_max_percent)
+        result.files = [f.as_posix() for f in writer.close()]
+        if not opts.dry_run:
+            keep_mark = high_water_mark if not opts.limit else since
+            state.commit(run_id, result.files, {"high_water_mark": _cursor_json(keep_mark)})
+        result.high_water_mark = _cursor_json(high_water_mark)
+        result.samples = getattr(writer, "samples", None)
+    except Exception as exc:  # a failing provider fails alone; its files and state are rolled back
+        writer.discard()
+        state.forget_run()
+        if not opts.dry_run:
+            state.delete("inflight_run")
+        result.status, result.written, result.files = "failed", 0, []
+        result.quarantined = quarantine.count
+        result.error_type, result.error = type(exc).__name__, str(exc)
+        result.traceback = _write_traceback(settings, run_id, name, exc)
+    finally:
+        state.close()
+        lock.release()
+        http.close()
+        result.requests, result.cache_hits = http.stats.requests, http.stats.cache_hits
+        result.retries, result.throttle_wait_s = http.stats.retries, http.stats.throttle_wait_s
+        result.duration_s = time.monotonic() - clock_start
+    return result
+
+
+def execute(settings: Settings, opts: RunOptions, rt: Runtime) -> tuple[int, dict]:
+    """Run every selected provider and append the run-log line; returns (exit code, record)."""
+    started = rt.now()
+    run_id = started.strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+    selected = opts.providers or tuple(p for p in PROVIDERS if p not in settings.not_configured)
+    results: dict[str, ProviderResult] = {}
+    for name in PROVIDERS:
+        if name not in selected:
+            if name in settings.not_configured:
+                results[name] = ProviderResult(status="skipped", reason=settings.not_configured[name])
+            continue
+        log.info("%s: starting (%s)", name, _mode(opts))
+        results[name] = result = run_provider(name, settings, opts, run_id, started, rt)
+        _report(name, result, opts)
+    code = _exit_code([results[n] for n in selected])
+    finished = rt.now()
+    record = {
+        "run_id": run_id,
+        "started_at": started.isoformat(),
+        "finished_at": finished.isoformat(),
+        "duration_s": round((finished - started).total_seconds(), 3),
+        "status": {0: "ok", 1: "failed", 3: "partial", 75: "locked"}[code],
+        "exit_code": code,
+        "dry_run": opts.dry_run,
+        "limited": opts.limit is not None,
+        "options": {"providers": list(selected), "limit": opts.limit, "dry_run": opts.dry_run,
+                    "no_cache": opts.no_cache, "full_refresh": opts.full_refresh,
+                    "since": opts.since.isoformat() if opts.since else None},
+        "providers": {n: r.as_log() for n, r in results.items()},
+    }
+    runlog.append(settings.logs_dir, record)
+    return code, record
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _http_settings(settings: Settings, name: str, opts: RunOptions) -> HttpSettings:
+    return HttpSettings(
+        connect_timeout_s=settings.connect_timeout_s, read_timeout_s=settings.read_timeout_s,
+        deadline_s=settings.request_deadline_s, max_attempts=settings.max_attempts,
+        max_total_wait_s=settings.max_total_wait_s, cache_ttl=settings.cache_ttl,
+        cache_dir=None if opts.no_cache else settings.cache_dir / name,
+        cache_replay=opts.dry_run or opts.limit is not None,  # development runs replay; real runs refresh
+    )
+
+
+def _account(provider_settings) -> str:
+    return provider_settings.shop_domain
+
+
+def _since(state: ProviderState, opts: RunOptions):
+    if opts.full_refresh:
+        return None
+    if opts.since:
+        return (opts.since, 0)
+    mark = state.get("high_water_mark")
+    return (datetime.fromisoformat(mark[0]), int(mark[1])) if mark else None
+
+
+def _cursor_key(cursor):
+    return (0,) if cursor is None else (1, *cursor)
+
+
+def _cursor_json(cursor):
+    return None if cursor is None else [cursor[0].isoformat(), cursor[1]]
+
+
+def _quality_gate(result: ProviderResult, max_percent: float) -> None:
+    if result.fetched and result.quarantined * 100 > max_percent * result.fetched:
+        raise QualityGateFailed(
+            f"{result.quarantined} of {result.fetched} records "
+            f"({100 * result.quarantined / result.fetched:.1f}%) broke data-quality rules, over the "
+            f"{max_percent:g}% limit (PIPELINE_QUARANTINE_MAX_PERCENT); nothing was written for this "
+            "provider: see the quarantine files for the reasons")
+
+
+def _write_traceback(settings: Settings, run_id: str, name: str, exc: BaseException) -> str | None:
+    try:
+        folder = settings.logs_dir / "tracebacks"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / f"{run_id}-{name}.txt"
+        text = "".join(traceback.format_exception(exc))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(Redactor(settings.secrets())(text))
+        return str(path)
+    except OSError:
+        return None
+
+
+def _exit_code(results: list[ProviderResult]) -> int:
+    statuses = {r.status for r in results}
+    if statuses and statuses == {"locked"}:
+        return EXIT_LOCKED
+    if "failed" in statuses:
+        return EXIT_FAILED
+    if "partial" in statuses:
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def _mode(opts: RunOptions) -> str:
+    parts = ["dry run" if opts.dry_run else "writing"]
+    if opts.full_refresh:
+        parts.append("full refresh")
+    elif opts.since:
+        parts.append(f"since {opts.since.isoformat()}")
+    else:
+        parts.append("incremental")
+    if opts.limit:
+        parts.append(f"limit {opts.limit}")
+    return ", ".join(parts)
+
+
+def _report(name: str, r: ProviderResult, opts: RunOptions) -> None:
+    counts = (f"fetched {r.fetched}, {'would write' if opts.dry_run else 'wrote'} {r.written}, "
+              f"duplicates {r.duplicates}, quarantined {r.quarantined}, "
+              f"{r.requests} requests ({r.cache_hits} from cache), {r.duration_s:.1f}s")
+    if r.status == "failed":
+        log.error("%s: FAILED after %s: %s", name, counts, r.error)
+        if r.traceback:
+            log.error("%s: traceback in %s", name, r.traceback)
+    elif r.status == "locked":
+        log.warning("%s: skipped, %s", name, r.reason)
+    else:
+        log.info("%s: %s, %s", name, r.status, counts)
+    for p in getattr(r, "samples", None) or []:
+        price = f"{p.price:.2f} {p.currency}" if p.price is not None else "-"
+        click.echo(f"  would write  {p.source_id:<36} {price:>14}  {p.title[:60]}")
+
+
+def _setup_logging(verbose: bool, quiet: bool, redactor: Redactor) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(RedactingFilter(redactor))
+    root = logging.getLogger("pipeline")
+    root.handlers = [handler]
+    root.propagate = False
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    return handler
+
+
+class ConfigProblem(click.ClickException):
+    exit_code = EXIT_CONFIG
+
+
+def _parse_providers(ctx, param, value):
+    if value is None:
+        return None
+    names = tuple(dict.fromkeys(n.strip().lower() for n in value.split(",") if n.strip()))
+    unknown = [n for n in names if n not in PROVIDERS]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown provider {', '.join(unknown) or '(none)'}; "
+                                 f"choose from {', '.join(PROVIDERS)}")
+    return names
+
+
+def _parse_since(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("use ISO-8601, e.g. 2026-11-01T00:00:00Z") from None
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
+EXAMPLES = """\b
+Examples:
+  run_pipeline.py                          # every configured provider, incremental
+  run_pipeline.py --verbose                # the scheduled job, with request detail
+  run_pipeline.py --dry-run --providers shopify --limit 10
+  run_pipeline.py --providers shopify --full-refresh
+  run_pipeline.py --since 2026-11-01T00:00:00Z
+
+\b
+Exit codes: 0 ok; 1 a provider failed; 2 usage or configuration error;
+3 partial; 4 anomaly (--fail-on-anomaly); 5 stale data (--max-age);
+75 every selected provider was locked by another run.
+"""
+
+
+@click.group(invoke_without_command=True, epilog=EXAMPLES,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--providers", callback=_parse_providers, metavar="LIST",
+              help="Comma-separated providers to run (shopify,amazon,ebay). Default: every configured one.")
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after N records per provider (development).")
+@click.option("--dry-run", is_flag=True, help="Fetch, normalize and dedup, then report; write no data or state.")
+@click.option("--no-cache", is_flag=True, help="Bypass the HTTP disk cache.")
+@click.option("--full-refresh", is_flag=True, help="Ignore the high-water mark and fetch everything.")
+@click.option("--since", callback=_parse_since, metavar="ISO-8601",
+              help="Fetch changes after this time instead of the high-water mark.")
+@click.option("--verbose", "-v", is_flag=True, help="Log every request.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only warnings and errors.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Output, state and quarantine. Default: <repo>/data (or PIPELINE_DATA_DIR).")
+@click.option("--logs-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Run log and tracebacks. Default: <repo>/logs (or PIPELINE_LOGS_DIR).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="HTTP cache. Default: <repo>/.cache/api (or PIPELINE_CACHE_DIR).")
+@click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path), envvar="PIPELINE_ENV_FILE",
+              default=REPO_ROOT / ".env", show_default="<repo>/.env", help="Settings file read under the environment.")
+@click.version_option(__version__, prog_name="run_pipeline")
+@click.pass_context
+def cli(ctx, providers, limit, dry_run, no_cache, full_refresh, since, verbose, quiet,
+        data_dir, logs_dir, cache_dir, env_file):
+    """Pull product catalogs from Shopify, Amazon and eBay into date-partitioned Parquet.
+
+    With no command, runs the pipeline.
+    """
+    if ctx.invoked_subcommand:
+        return
+    if full_refresh and since:
+        raise click.UsageError("--full-refresh and --since exclude each other: pick one.")
+    try:
+        settings = load_settings(read_environment(env_file), data_dir=data_dir, logs_dir=logs_dir,
+                                 cache_dir=cache_dir)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+    _check_selection(settings, providers)
+    handler = _setup_logging(verbose, quiet, Redactor(settings.secrets()))
+    opts = RunOptions(providers, limit, dry_run, no_cache, full_refresh, since)
+    old_umask = os.umask(0o077)  # cache, state, logs and tracebacks are the owner's alone
+    try:
+        code, record = execute(settings, opts, ctx.obj if isinstance(ctx.obj, Runtime) else Runtime())
+    finally:
+        os.umask(old_umask)
+        logging.getLogger("pipeline").removeHandler(handler)
+    if code == EXIT_LOCKED:
+        locks = "; ".join(p["reason"] for p in record["providers"].values() if p["status"] == "locked")
+        click.echo(f"Every selected provider is locked by another run ({locks}). Nothing was done.", err=True)
+    ctx.exit(code)
+
+
+def _check_selection(settings: Settings, providers) -> None:
+    if providers:
+        named = [p for p in providers if p in settings.not_configured]
+        if named:
+            raise ConfigProblem("; ".join(f"{p} is {settings.not_configured[p]}" for p in named)
+                                + " (see .env.example).")
+        unsupported = [p for p in providers if p not in CONNECTORS]
+        if unsupported:
+            raise ConfigProblem(f"{', '.join(unsupported)} is not available in this version.")
+    elif all(p in settings.not_configured for p in PROVIDERS):
+        raise ConfigProblem("no provider is configured: set the variables of at least one provider "
+                            "in the environment or in .env (see .env.example).")
+
+
+if __name__ == "__main__":
+    cli()

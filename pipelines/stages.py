@@ -1,0 +1,115 @@
+"""The stages between a connector and the Parquet writer, and the per-provider counters."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from itertools import islice
+
+from normalize import Rejected
+from normalize.dedup import raw_hash
+from normalize.models import Product
+from storage.quarantine import Quarantine
+from storage.state import ProviderState
+
+BATCH_SIZE = 2000
+DRY_RUN_SAMPLES = 20
+
+
+@dataclass
+class ProviderResult:
+    """One provider's entry in the run log."""
+
+    status: str = "ok"  # ok, partial, failed, skipped, locked
+    reason: str | None = None
+    fetched: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    written: int = 0
+    requests: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    throttle_wait_s: float = 0.0
+    high_water_mark: list | None = None
+    files: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+    error_type: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+
+    def as_log(self) -> dict:
+        entry = asdict(self)
+        entry["throttle_wait_s"] = round(self.throttle_wait_s, 3)
+        entry["duration_s"] = round(self.duration_s, 3)
+        return {k: v for k, v in entry.items() if v is not None}
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def normalize_batch(raws: list, normalizer, *, account: str, fetched_at: datetime, run_id: str,
+                    quarantine: Quarantine) -> list[Product]:
+    """Products for the records that pass; the others go to quarantine with their reason."""
+    products = []
+    for raw in raws:
+        try:
+            products.append(normalizer.to_product(raw, account=account, fetched_at=fetched_at, run_id=run_id))
+        except Rejected as exc:
+            quarantine.add(reason=exc.reason, field=exc.field, raw_hash=_safe_hash(normalizer, raw),
+                           record=raw, run_id=run_id)
+        except Exception as exc:  # a normalizer bug must not sink the batch: quarantine and count
+            quarantine.add(reason=f"normalizer error: {type(exc).__name__}", field=None,
+                           raw_hash=_safe_hash(normalizer, raw), record=raw, run_id=run_id)
+    return products
+
+
+def _safe_hash(normalizer, raw) -> str:
+    try:
+        return raw_hash(normalizer.SOURCE, normalizer.NORMALIZER_VERSION, raw)
+    except (TypeError, ValueError):
+        return ""
+
+
+def keep_new(products: list[Product], state: ProviderState) -> list[Product]:
+    """The products whose raw_hash neither an earlier run nor this one has written."""
+    flags = state.keep_unseen([p.raw_hash for p in products])
+    return [p for p, new in zip(products, flags) if new]
+
+
+class DryRunSink:
+    """Stands in for the Parquet writer in a dry run: counts and keeps a few samples."""
+
+    def __init__(self):
+        self.rows, self.samples = 0, []
+
+    def add(self, products: list[Product]) -> None:
+        self.rows += len(products)
+        room = DRY_RUN_SAMPLES - len(self.samples)
+        self.samples.extend(products[:room])
+
+    def close(self) -> list:
+        return []
+
+    def discard(self) -> None:
+        pass
+
+
+class Progress:
+    """A progress line every few seconds, only when a person watches stderr."""
+
+    def __init__(self, provider: str, every_s: float = 5.0, stream=sys.stderr):
+        self.provider, self.every_s, self.stream = provider, every_s, stream
+        self.enabled = hasattr(stream, "isatty") and stream.isatty()
+        self.last = time.monotonic()
+
+    def update(self, result: ProviderResult) -> None:
+        if self.enabled and time.monotonic() - self.last >= self.every_s:
+            self.last = time.monotonic()
+            print(f"  {self.provider}: {result.fetched} fetched, {result.written} new so far...",
+                  file=self.stream, flush=True)

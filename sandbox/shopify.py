@@ -1,0 +1,254 @@
+"""A local Shopify GraphQL Admin API for `products`: schema validation, the 1,000-point cap,
+cost-based throttling, a deterministic catalog that can change on request, and fault injection.
+
+It speaks the wire format only; the pipeline reaches it through the same settings a real shop
+uses (SHOPIFY_API_BASE_URL, SHOPIFY_SHOP_DOMAIN, SHOPIFY_ACCESS_TOKEN).
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import gzip
+import json
+import math
+import random
+import re
+import threading
+import time
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+from graphql import GraphQLError, OperationDefinitionNode, build_client_schema, execute, parse, validate
+
+from sandbox.catalog import CatalogSpec, make_catalog, mutate
+from sandbox.graphql_cost import actual_cost, requested_cost
+from sandbox.server import Fault, SandboxServer
+
+SCHEMA_FILE = Path(__file__).parent / "data" / "shopify_admin_schema_2025-01.json.gz"
+PATH_RE = re.compile(r"^/admin/api/(\d{4}-\d{2}|unstable)/graphql\.json$")
+FILTER_RE = re.compile(r"updated_at:(>=|<=|>|<)'?([0-9T:\-.Z+]+)'?")
+MAX_COST = 1000
+MAX_PAGE = 250
+
+
+@lru_cache(maxsize=1)
+def admin_schema():
+    """Shopify's Admin GraphQL schema (2025-01) from the repository's copy."""
+    with gzip.open(SCHEMA_FILE, "rt", encoding="utf-8") as handle:
+        return build_client_schema(json.load(handle)["data"], assume_valid=True)
+
+
+class Bucket:
+    """Shopify's leaky bucket: charged the requested cost, refunded down to the actual cost."""
+
+    def __init__(self, maximum: float, restore_rate: float, clock):
+        self.maximum, self.restore_rate, self.clock = maximum, restore_rate, clock
+        self.available, self.at = maximum, clock()
+
+    def level(self) -> float:
+        now = self.clock()
+        self.available = min(self.maximum, self.available + (now - self.at) * self.restore_rate)
+        self.at = now
+        return self.available
+
+    def status(self) -> dict:
+        return {"maximumAvailable": float(self.maximum), "currentlyAvailable": int(self.level()),
+                "restoreRate": float(self.restore_rate)}
+
+
+class ShopifySandbox(SandboxServer):
+    def __init__(self, spec: CatalogSpec = CatalogSpec(), *, token: str = "shpat_sandbox_token",
+                 bucket_max: float = 2000, restore_rate: float = 100, throttle: bool = True,
+                 clock=time.monotonic, port: int = 0):
+        super().__init__(port=port)
+        self.token, self.throttle = token, throttle
+        self.bucket = Bucket(bucket_max, restore_rate, clock)
+        self.spec = spec
+        self.products = {p["id"]: p for p in make_catalog(spec)}
+        self.generation = 0
+        self.throttled_count = 0
+        self.charged_cost = 0
+        self._sorted = None
+        self._lock = threading.Lock()
+        admin_schema()
+
+    # -- control -----------------------------------------------------------------------------
+    def mutate(self, fraction: float, now: datetime | None = None) -> list[str]:
+        """Change title, prices and updatedAt of `fraction` of the products; returns their ids."""
+        now = now or datetime.now(timezone.utc)
+        with self._lock:
+            self.generation += 1
+            rng = random.Random(self.spec.seed * 1000 + self.generation)
+            ids = sorted(rng.sample(sorted(self.products), math.ceil(fraction * len(self.products))))
+            for pid in ids:
+                self.products[pid] = mutate(self.products[pid], now, self.generation)
+            self._sorted = None
+        return ids
+
+    def handle_control(self, path: str, body: dict):
+        if path == "/_sandbox/mutate":
+            return 200, {"changed": self.mutate(float(body.get("fraction", 0.03)))}
+        return super().handle_control(path, body)
+
+    # -- the API -----------------------------------------------------------------------------
+    def handle_api(self, method: str, path: str, headers, raw_body: bytes):
+        if method != "POST" or not PATH_RE.match(path):
+            return 404, {"errors": "Not Found"}, {}
+        if headers.get("X-Shopify-Access-Token") != self.token:
+            return 401, {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}, {}
+        try:
+            request = json.loads(raw_body)
+            document = parse(request["query"])
+        except (ValueError, KeyError, TypeError, GraphQLError) as exc:
+            return 200, {"errors": [{"message": f"Parse error: {exc}"}]}, {}
+        variables = request.get("variables") or {}
+        errors = validate(admin_schema(), document)
+        if errors:
+            return 200, {"errors": [e.formatted for e in errors]}, {}
+        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+        fragments = {d.name.value: d for d in document.definitions if d.kind == "fragment_definition"}
+        try:
+            cost = requested_cost(admin_schema(), operations[0], fragments, variables)
+        except (GraphQLError, KeyError, TypeError) as exc:
+            return 200, {"errors": [{"message": str(exc)}]}, {}
+        if cost > MAX_COST:
+            return 200, {"errors": [{
+                "message": f"Query cost is {cost}, which exceeds the single query max cost limit ({MAX_COST}).",
+                "extensions": {"code": "MAX_COST_EXCEEDED", "cost": cost, "maxCost": MAX_COST}}]}, {}
+        with self._lock:
+            if self.throttle and self.bucket.level() < cost:
+                self.throttled_count += 1
+                return 200, {"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}],
+                             "extensions": {"cost": {"requestedQueryCost": cost, "actualQueryCost": None,
+                                                     "throttleStatus": self.bucket.status()}}}, {"kind": "throttled"}
+            if self.throttle:
+                self.bucket.available -= cost
+            result = execute(admin_schema(), document, root_value=self._root(), variable_values=variables)
+            actual = min(cost, actual_cost(result.data)) if result.data else 0
+            if self.throttle:
+                self.bucket.available += cost - actual
+            self.charged_cost += actual
+            body = {"data": result.data}
+            if result.errors:
+                body["errors"] = [e.formatted for e in result.errors]
+            body["extensions"] = {"cost": {"requestedQueryCost": cost, "actualQueryCost": actual,
+                                           "throttleStatus": self.bucket.status()}}
+        return 200, body, {"kind": "query", "cost": cost}
+
+    def _root(self) -> dict:
+        return {"products": self._products_connection, "product": self._product}
+
+    def _ordered(self) -> tuple[list[tuple], list[dict]]:
+        if self._sorted is None:
+            items = sorted(self.products.values(), key=_key)
+            self._sorted = ([_key(p) for p in items], items)
+        return self._sorted
+
+    def _products_connection(self, info, first=None, after=None, query=None, sortKey="ID", **_):
+        keys, items = self._ordered()
+        if sortKey not in ("UPDATED_AT", "ID"):
+            raise GraphQLError("the sandbox sorts by UPDATED_AT or ID only")
+        if sortKey == "ID":
+            items = sorted(items, key=lambda p: _numeric_id(p["id"]))
+            keys = [(0, _numeric_id(p["id"])) for p in items]
+        start = _lower_bound(keys, query) if sortKey == "UPDATED_AT" else 0
+        if after:
+            start = max(start, bisect.bisect_right(keys, _decode_cursor(after)))
+        first = _page_size(first)
+        matched = []
+        for index in range(start, len(items)):
+            if _matches(items[index], query):
+                matched.append((keys[index], items[index]))
+                if len(matched) > first:
+                    break
+        page, has_next = matched[:first], len(matched) > first
+        nodes = [self._node(p) for _, p in page]
+        return {
+            "nodes": nodes,
+            "edges": [{"cursor": _encode_cursor(k), "node": n} for (k, _), n in zip(page, nodes)],
+            "pageInfo": {"hasNextPage": has_next, "hasPreviousPage": start > 0,
+                         "startCursor": _encode_cursor(page[0][0]) if page else None,
+                         "endCursor": _encode_cursor(page[-1][0]) if page else None},
+        }
+
+    def _product(self, info, id):
+        product = self.products.get(id)
+        return self._node(product) if product else None
+
+    def _node(self, product: dict) -> dict:
+        variants = product["variants"]
+
+        def variants_connection(info, first=None, after=None, **_):
+            size = _page_size(first)
+            start = int(base64.b64decode(after).decode()) if after else 0
+            page = variants[start:start + size]
+            end = start + len(page)
+            return {"nodes": page, "edges": [{"cursor": _b64(str(start + i + 1)), "node": v} for i, v in enumerate(page)],
+                    "pageInfo": {"hasNextPage": end < len(variants), "hasPreviousPage": start > 0,
+                                 "startCursor": _b64(str(start)), "endCursor": _b64(str(end))}}
+
+        return {**product, "variants": variants_connection}
+
+
+def _page_size(first) -> int:
+    if first is None:
+        raise GraphQLError("you must provide one of first or last")
+    if not 0 <= first <= MAX_PAGE:
+        raise GraphQLError(f"first must be between 0 and {MAX_PAGE}")
+    return first
+
+
+def _numeric_id(gid: str) -> int:
+    return int(gid.rsplit("/", 1)[-1])
+
+
+def _key(product: dict) -> tuple:
+    return (product["updatedAt"], _numeric_id(product["id"]))
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _encode_cursor(key) -> str:
+    return _b64(json.dumps(list(key)))
+
+
+def _decode_cursor(cursor: str) -> tuple:
+    try:
+        return tuple(json.loads(base64.b64decode(cursor)))
+    except ValueError:
+        raise GraphQLError("Invalid cursor for current pagination sort.") from None
+
+
+def _lower_bound(keys: list[tuple], query: str | None) -> int:
+    # Sorted by updatedAt, so a lower bound on it is a bisection, not a scan.
+    start = 0
+    for op, value in FILTER_RE.findall(query or ""):
+        if op in (">", ">="):
+            bound = _iso_z(value)
+            probe = (bound, float("inf")) if op == ">" else (bound, -1)
+            start = max(start, bisect.bisect_right(keys, probe) if op == ">" else bisect.bisect_left(keys, probe))
+    return start
+
+
+def _iso_z(value: str) -> str:
+    when = datetime.fromisoformat(value)
+    when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _matches(product: dict, query: str | None) -> bool:
+    if not query:
+        return True
+    updated = datetime.fromisoformat(product["updatedAt"])
+    for op, value in FILTER_RE.findall(query):
+        bound = datetime.fromisoformat(value)
+        if bound.tzinfo is None:
+            bound = bound.replace(tzinfo=timezone.utc)
+        ok = {">": updated > bound, ">=": updated >= bound, "<": updated < bound, "<=": updated <= bound}[op]
+        if not ok:
+            return False
+    return True

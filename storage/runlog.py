@@ -1,0 +1,45 @@
+"""The run log: exactly one JSON line per run, appended with a single write.
+
+`logs/runs.jsonl` is opened with O_APPEND and written with one os.write, so concurrent runs (of
+different providers) never interleave and a reader can ignore a torn last line after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def runlog_path(logs_dir: Path) -> Path:
+    return logs_dir / "runs.jsonl"
+
+
+def append(logs_dir: Path, record: dict) -> Path:
+    """Append `record` as one line; returns the file's path."""
+    logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = runlog_path(logs_dir)
+    line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
+
+
+def read(logs_dir: Path) -> list[dict]:
+    """Every complete run record, oldest first (a torn or foreign line is skipped)."""
+    path = runlog_path(logs_dir)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records

@@ -1,0 +1,141 @@
+"""Per-provider state: the seen-hash index, the high-water mark and the committed files.
+
+One SQLite file per provider under <data-dir>/state/. The index is on disk, so memory stays flat
+at millions of records. A run's hashes go to a temporary table and reach the index only in the
+same transaction that records its files and high-water mark: data first, state last, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+HASH_BYTES = 16  # 128 bits of the SHA-256: collisions are out of reach at any catalog size
+IN_CHUNK = 500
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS seen (h BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, run_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def state_path(data_dir: Path, provider: str) -> Path:
+    return data_dir / "state" / f"{provider}.sqlite"
+
+
+class ProviderState:
+    """Open with `ProviderState.open`; `read_only` (dry runs) never writes a byte to disk."""
+
+    def __init__(self, con: sqlite3.Connection, read_only: bool):
+        self.con = con
+        self.read_only = read_only
+        con.execute("CREATE TEMP TABLE run_seen (h BLOB PRIMARY KEY) WITHOUT ROWID")
+
+    @classmethod
+    def open(cls, path: Path, *, read_only: bool = False) -> "ProviderState":
+        if read_only:
+            if path.exists():
+                con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            else:
+                con = sqlite3.connect(":memory:", isolation_level=None)
+                con.executescript(SCHEMA_SQL)
+            return cls(con, read_only=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        con = sqlite3.connect(path, isolation_level=None)
+        con.execute("PRAGMA synchronous=FULL")
+        con.executescript(SCHEMA_SQL)
+        return cls(con, read_only=False)
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- meta --------------------------------------------------------------------------------
+    def get(self, key: str, default=None):
+        row = self.con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set(self, key: str, value) -> None:
+        """Set one meta value in its own transaction (for markers outside a run's commit)."""
+        self._require_writable()
+        self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def delete(self, key: str) -> None:
+        self._require_writable()
+        self.con.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    # -- dedup -------------------------------------------------------------------------------
+    def keep_unseen(self, hashes: list[str]) -> list[bool]:
+        """For each hash, True if neither an earlier run nor this one has it; remembers the new."""
+        keys = [bytes.fromhex(h)[:HASH_BYTES] for h in hashes]
+        known = set()
+        for start in range(0, len(keys), IN_CHUNK):
+            chunk = keys[start:start + IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            known.update(row[0] for row in self.con.execute(
+                f"SELECT h FROM main.seen WHERE h IN ({marks}) "
+                f"UNION ALL SELECT h FROM temp.run_seen WHERE h IN ({marks})", chunk + chunk))
+        flags = []
+        for key in keys:
+            flags.append(key not in known)
+            known.add(key)
+        fresh = [(k,) for k, new in zip(keys, flags) if new]
+        self.con.executemany("INSERT INTO temp.run_seen VALUES (?)", fresh)
+        return flags
+
+    def seen_count(self) -> int:
+        return self.con.execute("SELECT count(*) FROM main.seen").fetchone()[0]
+
+    # -- commit ------------------------------------------------------------------------------
+    def committed_files(self) -> set[str]:
+        return {row[0] for row in self.con.execute("SELECT path FROM files")}
+
+    def commit(self, run_id: str, files: Iterable[Path], meta: dict) -> None:
+        """Atomically: this run's hashes into the index, its files, its meta values."""
+        self._require_writable()
+        con = self.con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.execute("INSERT OR IGNORE INTO main.seen SELECT h FROM temp.run_seen")
+            con.executemany("INSERT OR REPLACE INTO files VALUES (?, ?)",
+                            [(Path(f).as_posix(), run_id) for f in files])
+            con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                            [(k, json.dumps(v)) for k, v in meta.items()])
+            con.execute("DELETE FROM meta WHERE key = 'inflight_run'")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("DELETE FROM temp.run_seen")
+
+    def forget_run(self) -> None:
+        """Drop this run's uncommitted hashes (the provider failed)."""
+        self.con.execute("DELETE FROM temp.run_seen")
+
+    def adopt(self, data_dir: Path, paths: list[Path]) -> int:
+        """Index Parquet files that exist but that this state does not know (a lost state file)."""
+        self._require_writable()
+        self.con.execute("BEGIN IMMEDIATE")
+        try:
+            count = 0
+            for path in paths:
+                hashes = pq.read_table(path, columns=["raw_hash", "run_id"])
+                self.con.executemany("INSERT OR IGNORE INTO main.seen VALUES (?)",
+                                     [(bytes.fromhex(h)[:HASH_BYTES],) for h in hashes["raw_hash"].to_pylist()])
+                run_ids = hashes["run_id"].to_pylist()
+                self.con.execute("INSERT OR REPLACE INTO files VALUES (?, ?)",
+                                 (path.relative_to(data_dir).as_posix(), run_ids[0] if run_ids else ""))
+                count += len(run_ids)
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        return count
+
+    def _require_writable(self) -> None:
+        if self.read_only:
+            raise RuntimeError("state opened read-only (dry run)")

@@ -1,0 +1,187 @@
+"""The CLI end to end on the Shopify sandbox: real HTTP on loopback, real Parquet."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from storage.lock import ProviderLock
+from tests.conftest import SHOP, TOKEN, parquet_rows
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_second_run_writes_nothing_and_changes_are_written_exactly_once(sandbox, run, dirs):
+    result, first = run(sandbox)
+    assert result.exit_code == 0, result.output
+    assert first["providers"]["shopify"]["written"] == 100
+    assert len(parquet_rows(dirs["data"])) == 100
+
+    result, second = run(sandbox)
+    assert result.exit_code == 0, result.output
+    assert second["providers"]["shopify"]["written"] == 0
+    assert len(parquet_rows(dirs["data"])) == 100
+
+    changed = sandbox.mutate(0.03)
+    result, third = run(sandbox)
+    assert third["providers"]["shopify"]["written"] == len(changed) == 3
+    rows = parquet_rows(dirs["data"])
+    assert len(rows) == 103
+    newest = {r["source_id"] for r in rows if r["run_id"] == third["run_id"]}
+    assert newest == set(changed)
+
+
+def test_every_variant_arrives_for_products_with_more_than_one_page(sandbox, run, dirs):
+    run(sandbox)
+    rows = {r["source_id"]: r for r in parquet_rows(dirs["data"])}
+    for pid, product in sandbox.products.items():
+        assert len(rows[pid]["variants"]) == len(product["variants"])
+    assert max(len(p["variants"]) for p in sandbox.products.values()) > 10
+
+
+def test_free_items_are_kept_with_price_zero(sandbox, run, dirs):
+    run(sandbox)
+    free = [r for r in parquet_rows(dirs["data"]) if r["price"] is not None and r["price"] == 0]
+    assert len(free) == 100 // 23
+
+
+def test_dry_run_writes_nothing_and_prints_what_it_would_write(sandbox, run, dirs):
+    result, record = run(sandbox, "--dry-run", "--providers", "shopify", "--limit", "10")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("  would write  ") == 10
+    assert not dirs["data"].exists()
+    assert record["dry_run"] is True and record["limited"] is True
+    assert record["providers"]["shopify"]["fetched"] == 10
+
+
+def test_runs_from_root_directory_as_cron_would(sandbox, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(SHOPIFY_API_BASE_URL=sandbox.base_url, SHOPIFY_SHOP_DOMAIN=SHOP, SHOPIFY_ACCESS_TOKEN=TOKEN,
+               PIPELINE_DATA_DIR=str(tmp_path / "data"), PIPELINE_LOGS_DIR=str(tmp_path / "logs"),
+               PIPELINE_CACHE_DIR=str(tmp_path / "cache"))
+    command = [sys.executable, str(REPO / "pipelines" / "run_pipeline.py"), "--dry-run", "--providers",
+               "shopify", "--limit", "10"]
+    completed = subprocess.run(command, cwd="/", env=env, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.count("  would write  ") == 10
+    assert not (tmp_path / "data").exists()
+    assert not Path("/data").exists() and not Path("/logs/runs.jsonl").exists()
+
+
+def test_duckdb_reads_the_dataset_with_hive_partitions(sandbox, run, dirs):
+    run(sandbox)
+    sandbox.mutate(0.05)
+    run(sandbox)
+    glob = f"{dirs['data']}/normalized/**/*.parquet"
+    latest = duckdb.sql(f"""
+        SELECT count(*) FROM (
+          SELECT *, row_number() OVER (PARTITION BY source, account, source_id
+                                       ORDER BY source_updated_at DESC, fetched_at DESC) AS n
+          FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true)) WHERE n = 1
+    """).fetchall()[0][0]
+    assert latest == 100
+    sources = duckdb.sql(f"SELECT DISTINCT source, date FROM read_parquet('{glob}', hive_partitioning=true)").fetchall()
+    assert [s[0] for s in sources] == ["shopify"]
+
+
+def test_a_locked_provider_is_skipped_and_touches_nothing(sandbox, run, dirs):
+    lock = ProviderLock(dirs["data"], "shopify")
+    assert lock.acquire()
+    try:
+        result, record = run(sandbox)
+    finally:
+        lock.release()
+    assert result.exit_code == 75
+    assert "locked by another run" in result.output and str(lock.path) in result.output
+    assert record["providers"]["shopify"]["status"] == "locked"
+    assert sandbox.api_requests() == []
+    assert not (dirs["data"] / "normalized").exists() and not (dirs["data"] / "state").exists()
+    assert not dirs["cache"].exists()
+
+
+def test_auth_failure_fails_the_provider_with_exit_1_and_writes_nothing(sandbox, run, dirs):
+    result, record = run(sandbox, env={"SHOPIFY_ACCESS_TOKEN": "shpat_wrong_test_token"})
+    assert result.exit_code == 1
+    entry = record["providers"]["shopify"]
+    assert entry["status"] == "failed" and entry["error_type"] == "AuthError"
+    assert "HTTP 401" in entry["error"]
+    assert parquet_rows(dirs["data"]) == []
+    assert len(sandbox.api_requests()) == 1  # auth errors are not retried
+    assert "shpat_wrong_test_token" not in Path(entry["traceback"]).read_text()
+
+
+@pytest.mark.parametrize("bad_percent, committed", [(0, True), (1, True), (2, True), (3, False), (50, False)])
+def test_quarantine_threshold(sandbox, run, dirs, bad_percent, committed):
+    ids = sorted(sandbox.products)[:bad_percent]  # 100 products: k ids = k percent
+    for pid in ids:
+        sandbox.products[pid] = {**sandbox.products[pid], "priceRangeV2": {
+            "minVariantPrice": {"amount": "-1.00", "currencyCode": "USD"},
+            "maxVariantPrice": {"amount": "-1.00", "currencyCode": "USD"}}}
+    sandbox._sorted = None
+    result, record = run(sandbox)
+    entry = record["providers"]["shopify"]
+    assert entry["quarantined"] == bad_percent
+    assert result.exit_code == (0 if committed else 1)
+    assert len(parquet_rows(dirs["data"])) == (100 - bad_percent if committed else 0)
+    lines = [json.loads(line) for f in (dirs["data"] / "quarantine").rglob("*.jsonl")
+             for line in f.read_text().splitlines()] if bad_percent else []
+    assert sorted(line["record"]["id"] for line in lines) == ids
+    assert all(line["field"] == "priceRangeV2.minVariantPrice.amount" and line["raw_hash"] for line in lines)
+    if not committed:
+        assert entry["status"] == "failed" and entry["error_type"] == "QualityGateFailed"
+        assert not (dirs["data"] / "state" / "shopify.sqlite").exists() or _hwm(dirs) is None
+
+
+def _hwm(dirs):
+    import sqlite3
+
+    con = sqlite3.connect(dirs["data"] / "state" / "shopify.sqlite")
+    row = con.execute("SELECT value FROM meta WHERE key='high_water_mark'").fetchone()
+    return row and json.loads(row[0])
+
+
+def test_no_provider_configured_is_a_configuration_error(run):
+    result, record = run(None)
+    assert result.exit_code == 2
+    assert "no provider is configured" in result.output
+    assert record is None
+
+
+def test_named_provider_without_credentials_is_a_configuration_error(run):
+    result, _ = run(None, "--providers", "shopify", env={"SHOPIFY_SHOP_DOMAIN": SHOP})
+    assert result.exit_code == 2
+    assert "SHOPIFY_ACCESS_TOKEN" in result.output
+
+
+def test_unknown_provider_is_a_usage_error(sandbox, run):
+    result, _ = run(sandbox, "--providers", "shopify,etsy")
+    assert result.exit_code == 2
+    assert "etsy" in result.output
+
+
+def test_unconfigured_providers_are_recorded_as_skipped(sandbox, run):
+    result, record = run(sandbox)
+    assert record["providers"]["amazon"] == {"status": "skipped", "reason": "not configured",
+                                             **{k: record["providers"]["amazon"][k] for k in record["providers"]["amazon"]
+                                                if k not in ("status", "reason")}}
+    assert record["providers"]["ebay"]["status"] == "skipped"
+
+
+def test_run_log_line_has_the_documented_fields(sandbox, run, dirs):
+    run(sandbox)
+    lines = (dirs["logs"] / "runs.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    for key in ("run_id", "started_at", "finished_at", "duration_s", "status", "options", "providers"):
+        assert key in record
+    entry = record["providers"]["shopify"]
+    for key in ("status", "fetched", "quarantined", "duplicates", "written", "requests", "retries",
+                "throttle_wait_s", "high_water_mark"):
+        assert key in entry
+    assert TOKEN not in lines[0]
