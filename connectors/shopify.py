@@ -210,6 +210,9 @@ class _ProductsApi:
         return record
 
     def _query(self, query: str, variables: dict, estimate: float | None) -> dict:
+        # A query whose cost Shopify has not reported yet may cost up to the cap: wait for that.
+        if estimate is None and self.bucket.maximum is not None:
+            estimate = min(MAX_QUERY_COST, self.bucket.maximum)
         if estimate:
             self.http.wait(self.bucket.seconds_until(estimate, self.clock()), throttled=True)
         body = self.http.request_json("POST", self.url, json_body={"query": query, "variables": variables},

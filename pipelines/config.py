@@ -81,10 +81,9 @@ def read_environment(env_file: Path | None) -> dict[str, str]:
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name)
-    if value is None:
+    if value is None or not value.strip():
         return None
-    value = value.strip()
-    return value or None
+    return value  # not stripped: a stray newline in a host name must be refused, not hidden
 
 
 def _path(env, name: str, override: Path | None, default: Path) -> Path:

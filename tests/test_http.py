@@ -1,0 +1,184 @@
+"""The HTTP layer: retries, Retry-After, classification, redirects, the cache and its secrets."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+import stat
+from urllib.parse import quote
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import pytest
+import requests_cache.models.response as cached_response_module
+import requests_cache.policy.actions as cache_actions_module
+import responses
+
+from connectors.http import (
+    AuthError,
+    HostBoundHeaderAuth,
+    HttpClient,
+    HttpSettings,
+    RedirectRefused,
+    ResponseError,
+    RetriesExhausted,
+)
+
+URL = "https://test-shop.myshopify.com/admin/api/2026-10/graphql.json"
+NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc)
+TOKEN = "shpat_test_cache_token_value"
+
+
+def client(clock, **settings) -> HttpClient:
+    return HttpClient("shopify", HttpSettings(**settings), sleep=clock.sleep, now=lambda: NOW,
+                      secret_headers=("X-Shopify-Access-Token",))
+
+
+def auth():
+    return HostBoundHeaderAuth("https://test-shop.myshopify.com", "X-Shopify-Access-Token", lambda: TOKEN)
+
+
+@responses.activate
+def test_429_then_200_waits_retry_after_seconds(clock):
+    responses.post(URL, status=429, headers={"Retry-After": "7"}, json={"errors": "Throttled"})
+    responses.post(URL, json={"data": {"ok": 1}})
+    http = client(clock)
+    assert http.request_json("POST", URL, json_body={}) == {"data": {"ok": 1}}
+    assert clock.sleeps == [7]
+    assert len(responses.calls) == 2
+    assert http.stats.retries == 1 and http.stats.requests == 2
+
+
+@responses.activate
+def test_retry_after_as_http_date_is_honoured(clock):
+    when = format_datetime(NOW + timedelta(seconds=30), usegmt=True)
+    responses.post(URL, status=503, headers={"Retry-After": when})
+    responses.post(URL, json={"data": {}})
+    client(clock).request_json("POST", URL, json_body={})
+    assert clock.sleeps == [30]
+
+
+@pytest.mark.parametrize("value", ["0", format_datetime(NOW - timedelta(minutes=5), usegmt=True)])
+@responses.activate
+def test_zero_or_past_retry_after_is_no_hint_and_keeps_a_minimum_wait(clock, value):
+    responses.post(URL, status=429, headers={"Retry-After": value})
+    responses.post(URL, json={"data": {}})
+    client(clock).request_json("POST", URL, json_body={})
+    assert len(clock.sleeps) == 1 and clock.sleeps[0] >= 1.0
+
+
+@responses.activate
+def test_5xx_forever_gives_up_after_the_attempt_bound(clock):
+    responses.post(URL, status=500)
+    with pytest.raises(RetriesExhausted, match="gave up after 4 attempts"):
+        client(clock, max_attempts=4).request_json("POST", URL, json_body={})
+    assert len(responses.calls) == 4
+    assert len(clock.sleeps) == 3
+    assert all(later >= earlier for earlier, later in zip(clock.sleeps, clock.sleeps[1:])) or max(clock.sleeps) <= 61
+
+
+@responses.activate
+def test_total_wait_is_bounded(clock):
+    responses.post(URL, status=503, headers={"Retry-After": "100"})
+    with pytest.raises(RetriesExhausted):
+        client(clock, max_total_wait_s=250).request_json("POST", URL, json_body={})
+    assert sum(clock.sleeps) <= 250
+    assert len(responses.calls) == 3
+
+
+@pytest.mark.parametrize("status, error", [(401, AuthError), (403, AuthError), (404, ResponseError), (400, ResponseError)])
+@responses.activate
+def test_auth_and_client_errors_are_not_retried(clock, status, error):
+    responses.post(URL, status=status, json={"errors": "nope"})
+    with pytest.raises(error, match=f"HTTP {status}"):
+        client(clock).request_json("POST", URL, json_body={})
+    assert len(responses.calls) == 1 and clock.sleeps == []
+
+
+@responses.activate
+def test_redirect_is_refused_and_the_other_host_never_called(clock):
+    responses.post(URL, status=302, headers={"Location": "https://evil.example/steal"})
+    other = responses.post("https://evil.example/steal", json={})
+    with pytest.raises(RedirectRefused, match="evil.example"):
+        client(clock).request_json("POST", URL, json_body={}, auth=auth())
+    assert other.call_count == 0
+
+
+@responses.activate
+def test_credentials_go_only_to_the_configured_host(clock):
+    responses.get("https://files.example.com/result.jsonl", json={"ok": True})
+    responses.post(URL, json={"data": {}})
+    http = client(clock)
+    http.request_json("GET", "https://files.example.com/result.jsonl", auth=auth())
+    http.request_json("POST", URL, json_body={}, auth=auth())
+    assert "X-Shopify-Access-Token" not in responses.calls[0].request.headers
+    assert responses.calls[1].request.headers["X-Shopify-Access-Token"] == TOKEN
+
+
+@responses.activate
+def test_non_json_200_is_retried(clock):
+    responses.post(URL, body="<html>maintenance</html>", status=200)
+    responses.post(URL, json={"data": {}})
+    assert client(clock).request_json("POST", URL, json_body={}) == {"data": {}}
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_cache_hit_makes_no_call_and_stores_no_secret(clock, tmp_path):
+    responses.post(URL, json={"data": {"products": []}})
+    http = client(clock, cache_dir=tmp_path / "shopify")
+    for _ in range(2):
+        assert http.request_json("POST", URL, json_body={"query": "q"}, auth=auth()) == {"data": {"products": []}}
+    assert len(responses.calls) == 1 and http.stats.cache_hits == 1
+    http.close()
+    database = tmp_path / "shopify" / "http_cache.sqlite"
+    assert sqlite3.connect(database).execute("SELECT count(*) FROM responses").fetchone()[0] == 1
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "shopify").iterdir())
+    for form in (TOKEN.encode(), base64.b64encode(TOKEN.encode()), quote(TOKEN).encode()):
+        assert form not in stored
+    assert stat.S_IMODE((tmp_path / "shopify").stat().st_mode) == 0o700
+
+
+@responses.activate
+def test_a_rotated_token_still_hits_the_cache(clock, tmp_path):
+    responses.post(URL, json={"data": {}})
+    http = client(clock, cache_dir=tmp_path / "c")
+    http.request_json("POST", URL, json_body={"query": "q"}, auth=auth())
+    rotated = HostBoundHeaderAuth("https://test-shop.myshopify.com", "X-Shopify-Access-Token", lambda: "shpat_test_other")
+    http.request_json("POST", URL, json_body={"query": "q"}, auth=rotated)
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_error_bodies_are_never_cached(clock, tmp_path):
+    responses.post(URL, json={"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}]})
+    http = client(clock, cache_dir=tmp_path / "c")
+    for _ in range(2):
+        http.request_json("POST", URL, json_body={"query": "q"})
+    assert len(responses.calls) == 2 and http.stats.cache_hits == 0
+
+
+@responses.activate
+def test_writing_runs_refresh_the_cache_instead_of_replaying_it(clock, tmp_path):
+    responses.post(URL, json={"data": {"v": 1}})
+    client(clock, cache_dir=tmp_path / "c").request_json("POST", URL, json_body={"query": "q"})
+    responses.replace(responses.POST, URL, json={"data": {"v": 2}})
+    real_run = client(clock, cache_dir=tmp_path / "c", cache_replay=False)
+    assert real_run.request_json("POST", URL, json_body={"query": "q"}) == {"data": {"v": 2}}
+    dev_run = client(clock, cache_dir=tmp_path / "c")
+    assert dev_run.request_json("POST", URL, json_body={"query": "q"}) == {"data": {"v": 2}}
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_cache_expires_so_a_later_run_sees_changes(clock, tmp_path, monkeypatch):
+    responses.post(URL, json={"data": {"v": 1}})
+    http = client(clock, cache_dir=tmp_path / "c", cache_ttl=timedelta(hours=1))
+    assert http.request_json("POST", URL, json_body={"query": "q"}) == {"data": {"v": 1}}
+    responses.replace(responses.POST, URL, json={"data": {"v": 2}})
+    assert http.request_json("POST", URL, json_body={"query": "q"}) == {"data": {"v": 1}}  # within the hour
+    later = datetime.now(timezone.utc) + timedelta(hours=1, minutes=1)
+    monkeypatch.setattr(cached_response_module, "utcnow", lambda: later)
+    monkeypatch.setattr(cache_actions_module, "utcnow", lambda: later)
+    assert http.request_json("POST", URL, json_body={"query": "q"}) == {"data": {"v": 2}}
+    assert len(responses.calls) == 2

@@ -1,0 +1,191 @@
+"""The Shopify connector: paging, page size from reported cost, pacing, variants, restarts."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import graphql
+import pytest
+import responses
+from pydantic import SecretStr
+
+from connectors import shopify
+from connectors.http import HttpClient, HttpSettings
+from pipelines.config import ShopifySettings
+from sandbox.catalog import CatalogSpec
+from sandbox.shopify import ShopifySandbox, admin_schema
+from tests.conftest import TOKEN
+
+SHOP = ShopifySettings("test-shop.myshopify.com", "2026-10", SecretStr(TOKEN), "https://test-shop.myshopify.com")
+URL = SHOP.graphql_url
+
+
+def http(clock) -> HttpClient:
+    return shopify.make_client(SHOP, HttpSettings(), sleep=clock.sleep)
+
+
+def node(n: int, updated: str = "2026-11-20T08:15:00Z", variants: int = 1, more: bool = False) -> dict:
+    return {"id": f"gid://shopify/Product/{n}", "title": f"P{n}", "updatedAt": updated,
+            "variants": {"pageInfo": {"hasNextPage": more, "endCursor": "v1" if more else None},
+                         "nodes": [{"id": f"gid://shopify/ProductVariant/{n}{i}", "price": "1.00"} for i in range(variants)]}}
+
+
+def page(nodes, has_next, cursor="c", requested=200, available=1800, restore=100.0, maximum=2000.0):
+    return {"data": {"products": {"pageInfo": {"hasNextPage": has_next, "endCursor": cursor if has_next else None},
+                                  "nodes": nodes}},
+            "extensions": {"cost": {"requestedQueryCost": requested, "actualQueryCost": requested,
+                                    "throttleStatus": {"maximumAvailable": maximum, "currentlyAvailable": available,
+                                                       "restoreRate": restore}}}}
+
+
+def sent(call) -> dict:
+    return json.loads(call.request.body)
+
+
+@responses.activate
+def test_pages_follow_end_cursor_with_the_incremental_filter(clock):
+    responses.post(URL, json=page([node(1), node(2)], True, cursor="abc"))
+    responses.post(URL, json=page([node(3)], False))
+    since = (datetime(2026, 11, 1, tzinfo=timezone.utc), 5)
+    records = list(shopify.iter_records(http(clock), SHOP, since=since, lookback=timedelta(minutes=10)))
+    assert [r["id"] for r in records] == [f"gid://shopify/Product/{n}" for n in (1, 2, 3)]
+    first, second = (sent(c)["variables"] for c in responses.calls)
+    assert first["after"] is None and second["after"] == "abc"
+    assert first["query"] == second["query"] == "updated_at:>'2026-10-31T23:50:00Z'"
+    assert responses.calls[0].request.headers["X-Shopify-Access-Token"] == TOKEN
+    assert isinstance(records[0]["variants"], list)
+
+
+@responses.activate
+def test_page_size_is_derived_from_the_reported_cost(clock):
+    # 10 products requested for 190 points -> 19 a product -> 1000 // 19 = 52 fit under the cap.
+    responses.post(URL, json=page([node(1)], True, requested=190))
+    responses.post(URL, json=page([node(2)], False, requested=52 * 19))
+    list(shopify.iter_records(http(clock), SHOP))
+    assert [sent(c)["variables"]["first"] for c in responses.calls] == [shopify.FIRST_PAGE_SIZE, 52]
+
+
+@responses.activate
+def test_max_cost_exceeded_shrinks_the_page_and_retries(clock):
+    responses.post(URL, json={"errors": [{"message": "Query cost is 2000", "extensions": {
+        "code": "MAX_COST_EXCEEDED", "cost": 2000, "maxCost": 1000}}]})
+    responses.post(URL, json=page([node(1)], False, requested=95))
+    records = list(shopify.iter_records(http(clock), SHOP))
+    assert len(records) == 1
+    assert [sent(c)["variables"]["first"] for c in responses.calls] == [10, 5]
+
+
+@responses.activate
+def test_throttled_answer_waits_for_the_deficit_at_the_restore_rate(clock):
+    responses.post(URL, json={"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}],
+                              "extensions": {"cost": {"requestedQueryCost": 752, "actualQueryCost": None,
+                                                      "throttleStatus": {"maximumAvailable": 2000.0,
+                                                                         "currentlyAvailable": 152, "restoreRate": 100.0}}}})
+    responses.post(URL, json=page([node(1)], False))
+    client = http(clock)
+    list(shopify.iter_records(client, SHOP, clock=clock))
+    assert clock.sleeps == [pytest.approx(6.0)]
+    assert client.stats.throttle_wait_s == pytest.approx(6.0)
+
+
+@responses.activate
+def test_throttled_answer_with_http_429_is_handled_the_same_way(clock):
+    responses.post(URL, status=429, json={"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}],
+                                          "extensions": {"cost": {"requestedQueryCost": 500, "throttleStatus": {
+                                              "maximumAvailable": 2000.0, "currentlyAvailable": 100, "restoreRate": 50.0}}}})
+    responses.post(URL, json=page([node(1)], False))
+    list(shopify.iter_records(http(clock), SHOP, clock=clock))
+    assert clock.sleeps == [pytest.approx(8.0)]
+
+
+@responses.activate
+def test_products_with_more_variants_get_the_rest_fetched(clock):
+    responses.post(URL, json=page([node(1, variants=2, more=True)], False))
+    responses.post(URL, json={"data": {"product": {"variants": {
+        "pageInfo": {"hasNextPage": False, "endCursor": "v2"},
+        "nodes": [{"id": "gid://shopify/ProductVariant/99", "price": "2.00"}]}}}})
+    [record] = shopify.iter_records(http(clock), SHOP)
+    assert len(record["variants"]) == 3
+    follow_up = sent(responses.calls[1])
+    assert follow_up["query"] == shopify.VARIANTS_QUERY
+    assert follow_up["variables"] == {"id": "gid://shopify/Product/1", "after": "v1"}
+
+
+@responses.activate
+def test_long_crawls_restart_the_filtered_query_from_the_last_key(clock):
+    responses.post(URL, json=page([node(1, "2026-11-01T00:00:00Z"), node(2, "2026-11-02T00:00:00Z")], True))
+    # the restarted query overlaps (same updatedAt, lower id) and must not yield node 2 again
+    responses.post(URL, json=page([node(2, "2026-11-02T00:00:00Z"), node(3, "2026-11-02T00:00:00Z")], False))
+    records = list(shopify.iter_records(http(clock), SHOP, restart_after_pages=1))
+    assert [r["id"][-1] for r in records] == ["1", "2", "3"]
+    restarted = sent(responses.calls[1])["variables"]
+    assert restarted["after"] is None and restarted["query"] == "updated_at:>='2026-11-02T00:00:00Z'"
+
+
+@responses.activate
+def test_graphql_errors_are_fatal_with_the_message(clock):
+    responses.post(URL, json={"errors": [{"message": "Field 'x' doesn't exist on type 'Product'"}]})
+    with pytest.raises(shopify.ResponseError, match="doesn't exist"):
+        list(shopify.iter_records(http(clock), SHOP))
+
+
+@pytest.mark.parametrize("query", shopify.QUERIES)
+def test_every_query_validates_against_the_published_schema(query):
+    assert graphql.validate(admin_schema(), graphql.parse(query)) == []
+
+
+@pytest.mark.parametrize("query", shopify.QUERIES)
+def test_no_query_selects_a_deprecated_field(query):
+    schema, deprecated = admin_schema(), []
+    info = graphql.TypeInfo(schema)
+
+    class Visitor(graphql.Visitor):
+        def enter_field(self, node, *args):
+            field = info.get_field_def()
+            if field is not None and field.deprecation_reason:
+                deprecated.append(node.name.value)
+
+    graphql.visit(graphql.parse(query), graphql.TypeInfoVisitor(info, Visitor()))
+    assert deprecated == []
+    assert _visitor_sees_deprecated_fields()
+
+
+def _visitor_sees_deprecated_fields() -> bool:
+    """The check above can fail: it does catch a deprecated field (Product.images)."""
+    info, found = graphql.TypeInfo(admin_schema()), []
+
+    class Visitor(graphql.Visitor):
+        def enter_field(self, node, *args):
+            field = info.get_field_def()
+            if field is not None and field.deprecation_reason:
+                found.append(node.name.value)
+
+    graphql.visit(graphql.parse("{ products(first: 1) { nodes { images(first: 1) { nodes { url } } } } }"),
+                  graphql.TypeInfoVisitor(info, Visitor()))
+    return found == ["images"]
+
+
+def test_against_the_sandbox_a_throttled_crawl_waits_instead_of_drawing_throttled(clock):
+    # A tight bucket (500 points, 50/s) on the sandbox's clock, which moves only when we sleep.
+    with ShopifySandbox(CatalogSpec(size=120), token=TOKEN, bucket_max=500, restore_rate=50, clock=clock) as server:
+        shop = ShopifySettings("test-shop.myshopify.com", "2026-10", SecretStr(TOKEN), server.base_url)
+        client = shopify.make_client(shop, HttpSettings(), sleep=clock.sleep)
+        records = list(shopify.iter_records(client, shop, clock=clock))
+    assert len(records) == 120
+    assert server.throttled_count == 0
+    assert client.stats.throttle_wait_s > 0 and sum(clock.sleeps) == pytest.approx(client.stats.throttle_wait_s)
+
+
+def test_the_sandbox_refuses_queries_over_the_cost_cap_and_invalid_queries():
+    with ShopifySandbox(CatalogSpec(size=5), token=TOKEN) as server:
+        import requests
+
+        url = f"{server.base_url}/admin/api/2026-10/graphql.json"
+        headers = {"X-Shopify-Access-Token": TOKEN}
+        big = requests.post(url, headers=headers, json={"query": shopify.PRODUCTS_QUERY, "variables": {
+            "first": 250, "variantsFirst": 100}}).json()
+        assert big["errors"][0]["extensions"]["code"] == "MAX_COST_EXCEEDED"
+        bad = requests.post(url, headers=headers, json={"query": "{ products(first: 1) { nodes { nope } } }"}).json()
+        assert "nope" in bad["errors"][0]["message"]
+        assert requests.post(url, json={"query": "{ shop { name } }"}).status_code == 401

@@ -1,0 +1,138 @@
+"""Storage: atomic Parquet writes, the start-up sweep, the state's single commit, paths."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import date, datetime, timezone
+
+import duckdb
+import pytest
+
+from normalize.shopify import to_product
+from storage import parquet
+from storage.parquet import PartitionWriter, partition_dir, provider_files
+from storage.recovery import recover
+from storage.state import ProviderState, state_path
+from tests.conftest import load_fixture
+
+RUN = "20261127T120000Z-abcdef"
+DAY = date(2026, 11, 27)
+
+
+def products(n: int):
+    raw = load_fixture("shopify", "product.json")
+    out = []
+    for i in range(n):
+        record = {**raw, "id": f"gid://shopify/Product/{i}"}
+        out.append(to_product(record, account="a.myshopify.com", fetched_at=datetime.now(timezone.utc), run_id=RUN))
+    return out
+
+
+def duckdb_count(data_dir) -> int:
+    glob = f"{data_dir}/normalized/**/*.parquet"
+    return duckdb.sql(f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning=true, union_by_name=true)").fetchall()[0][0]
+
+
+def test_write_is_atomic_fsynced_and_has_the_configured_mode(tmp_path, monkeypatch):
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b))[1])
+    writer = PartitionWriter(tmp_path, "shopify", RUN, DAY, 0o640)
+    writer.add(products(3))
+    [path] = writer.close()
+    assert calls == ["fsync", "replace", "fsync"]  # file, rename, directory
+    full = tmp_path / path
+    assert full.name == f"{RUN}-0001.parquet"
+    assert stat.S_IMODE(full.stat().st_mode) == 0o640
+    assert duckdb_count(tmp_path) == 3
+
+
+def test_a_crash_mid_write_leaves_no_visible_file_and_readers_still_work(tmp_path, monkeypatch):
+    first = PartitionWriter(tmp_path, "shopify", RUN, DAY, 0o640)
+    first.add(products(2))
+    first.close()
+
+    def crash(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)
+    second = PartitionWriter(tmp_path, "shopify", "20261127T130000Z-000001", DAY, 0o640)
+    second.add(products(5))
+    with pytest.raises(OSError):
+        second.close()
+    assert duckdb_count(tmp_path) == 2
+    assert [p.name for p in provider_files(tmp_path, "shopify")] == [f"{RUN}-0001.parquet"]
+
+
+def test_a_killed_run_leaves_staging_and_orphans_that_readers_skip_and_recovery_removes(tmp_path):
+    # Committed data from an earlier run.
+    state = ProviderState.open(state_path(tmp_path, "shopify"))
+    done = PartitionWriter(tmp_path, "shopify", RUN, DAY, 0o640)
+    batch = products(4)
+    state.keep_unseen([p.raw_hash for p in batch])
+    done.add(batch)
+    state.commit(RUN, done.close(), {})
+    # A run that died: marked in flight, one file renamed into place, one still staged.
+    dead = "20261127T140000Z-dead00"
+    state.set("inflight_run", dead)
+    orphan = PartitionWriter(tmp_path, "shopify", dead, DAY, 0o640)
+    orphan.add(products(2))
+    orphan.close()
+    staged = partition_dir(tmp_path, "shopify", DAY) / f".{dead}-0002.parquet.tmp"
+    staged.write_bytes(b"PAR1 half written")
+    assert duckdb_count(tmp_path) == 6  # the glob skips the staging file; the orphan is readable
+    removed, adopted = recover(state, tmp_path, "shopify")
+    assert (removed, adopted) == (2, 0)
+    assert duckdb_count(tmp_path) == 4
+    assert state.get("inflight_run") is None
+    state.close()
+
+
+def test_a_lost_state_file_adopts_the_existing_parquet_instead_of_rewriting_it(tmp_path):
+    writer = PartitionWriter(tmp_path, "shopify", RUN, DAY, 0o640)
+    batch = products(3)
+    writer.add(batch)
+    writer.close()
+    state = ProviderState.open(state_path(tmp_path, "shopify"))
+    assert recover(state, tmp_path, "shopify") == (0, 3)
+    assert state.keep_unseen([p.raw_hash for p in batch]) == [False, False, False]
+    state.close()
+
+
+def test_state_commit_is_all_or_nothing(tmp_path):
+    path = state_path(tmp_path, "shopify")
+    state = ProviderState.open(path)
+    assert state.keep_unseen(["aa" * 32, "bb" * 32, "aa" * 32]) == [True, True, False]
+    state.forget_run()  # the provider failed: nothing of this run reaches the index
+    state.close()
+    state = ProviderState.open(path)
+    assert state.seen_count() == 0
+    state.keep_unseen(["cc" * 32])
+    state.commit(RUN, ["normalized/x.parquet"], {"high_water_mark": ["2026-11-01T00:00:00+00:00", 5]})
+    state.close()
+    state = ProviderState.open(path)
+    assert state.seen_count() == 1 and state.get("high_water_mark") == ["2026-11-01T00:00:00+00:00", 5]
+    assert state.committed_files() == {"normalized/x.parquet"}
+    state.close()
+
+
+def test_read_only_state_never_creates_a_file(tmp_path):
+    path = state_path(tmp_path, "shopify")
+    state = ProviderState.open(path, read_only=True)
+    assert state.keep_unseen(["aa" * 32, "aa" * 32]) == [True, False]
+    state.close()
+    assert not tmp_path.joinpath("state").exists()
+
+
+@pytest.mark.parametrize("source", ["../etc", "/abs", "a/b", "shop\x00", "%2e%2e", "Shopify", ""])
+def test_partition_values_cannot_escape_the_data_directory(tmp_path, source):
+    with pytest.raises(ValueError):
+        partition_dir(tmp_path, source, DAY)
+
+
+@pytest.mark.parametrize("run_id", ["../../x", "20261127T120000Z-abcdef/..", "x"])
+def test_file_names_cannot_escape(run_id):
+    with pytest.raises(ValueError):
+        parquet.file_name(run_id, 1)
