@@ -286,6 +286,8 @@ class HttpClient:
                 except RetryableError as exc:  # a throttled GraphQL body carries a better hint
                     exc.status = status
                     raise
+                except ProviderError:
+                    pass  # whatever the body says, a 429 is worth another attempt
             raise RetryableError(self.provider, _summary(body) or "the server is unavailable or throttling",
                                  retry_after=retry_after, throttled=status == 429, status=status, request_id=rid)
         if status in (401, 403):

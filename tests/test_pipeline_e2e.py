@@ -185,3 +185,57 @@ def test_run_log_line_has_the_documented_fields(sandbox, run, dirs):
                 "throttle_wait_s", "high_water_mark"):
         assert key in entry
     assert TOKEN not in lines[0]
+
+
+def test_sandbox_faults_are_retried_and_recorded(sandbox, run, dirs, clock):
+    from sandbox.server import Fault
+
+    sandbox.inject(Fault("status", status=503, times=2))
+    sandbox.inject(Fault("status", status=429, headers={"Retry-After": "3"}))
+    result, record = run(sandbox)
+    assert result.exit_code == 0, result.output
+    entry = record["providers"]["shopify"]
+    assert entry["retries"] == 3 and entry["written"] == 100
+    assert 3 in clock.sleeps
+    assert [e["status"] for e in sandbox.api_requests()[:4]] == [503, 503, 429, 200]
+
+
+def test_a_redirect_fails_the_provider_and_no_credential_follows_it(sandbox, run, dirs):
+    from sandbox.server import Fault
+
+    with type(sandbox)(token=TOKEN) as elsewhere:
+        sandbox.inject(Fault("redirect", location=f"{elsewhere.base_url}/admin/api/2026-10/graphql.json"))
+        result, record = run(sandbox)
+        assert elsewhere.log == []
+    assert result.exit_code == 1
+    assert record["providers"]["shopify"]["error_type"] == "RedirectRefused"
+    assert parquet_rows(dirs["data"]) == []
+
+
+def test_output_is_group_readable_and_everything_else_is_the_owners_alone(sandbox, run, dirs):
+    import stat
+
+    run(sandbox, "--verbose")
+    [parquet] = list((dirs["data"] / "normalized").rglob("*.parquet"))
+    assert stat.S_IMODE(parquet.stat().st_mode) == 0o640
+    private = [dirs["logs"] / "runs.jsonl", dirs["data"] / "state" / "shopify.sqlite",
+               *(dirs["cache"] / "shopify").iterdir()]
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in private), [oct(p.stat().st_mode) for p in private]
+    assert stat.S_IMODE((dirs["cache"] / "shopify").stat().st_mode) == 0o700
+
+
+def test_verbose_output_shows_requests_but_never_the_token(sandbox, run):
+    result, _ = run(sandbox, "--verbose")
+    assert "POST /admin/api/2026-10/graphql.json -> 200" in result.output
+    assert TOKEN not in result.output
+
+
+def test_since_and_full_refresh_override_the_high_water_mark(sandbox, run, dirs):
+    run(sandbox)
+    result, record = run(sandbox, "--full-refresh")
+    assert record["providers"]["shopify"]["fetched"] == 100 and record["providers"]["shopify"]["written"] == 0
+    result, record = run(sandbox, "--since", "2026-10-01T00:00:00Z")
+    fetched = record["providers"]["shopify"]["fetched"]
+    assert 0 < fetched < 100
+    result, _ = run(sandbox, "--since", "2026-10-01", "--full-refresh")
+    assert result.exit_code == 2
