@@ -7,6 +7,7 @@ line for the whole run. Everything else lives in the stage of the same name.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -15,6 +16,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script (cron, Task Scheduler): make the repo importable
@@ -67,64 +69,78 @@ class Runtime:
 
 def run_provider(name: str, settings: Settings, opts: RunOptions, run_id: str, started: datetime,
                  rt: Runtime) -> ProviderResult:
-    """Fetch, normalize, dedup, write and commit one provider under its lock."""
+    """One provider under its lock; a failure rolls back its files and state and fails it alone."""
     result, clock_start = ProviderResult(), time.monotonic()
     lock = ProviderLock(settings.data_dir, name)
     if not opts.dry_run and not lock.acquire():
         return ProviderResult(status="locked", reason=f"another run holds {lock.path}")
-    state = ProviderState.open(state_path(settings.data_dir, name), read_only=opts.dry_run)
-    connector, normalizer, provider_settings = CONNECTORS[name], NORMALIZERS[name], settings.provider(name)
-    writer = (DryRunSink() if opts.dry_run else
-              PartitionWriter(settings.data_dir, name, run_id, started.date(), settings.output_file_mode))
-    quarantine = Quarantine(quarantine_path(settings.data_dir, name, started.date(), run_id), enabled=not opts.dry_run)
-    http = connector.make_client(provider_settings, _http_settings(settings, name, opts), sleep=rt.sleep, now=rt.now)
-    progress = Progress(name)
+    http = CONNECTORS[name].make_client(settings.provider(name), _http_settings(settings, name, opts),
+                                        sleep=rt.sleep, now=rt.now)
+    state = writer = None
     try:
-        if not opts.dry_run:
-            recover(state, settings.data_dir, name)
-            state.set("inflight_run", run_id)
-        since = _since(state, opts)
-        high_water_mark = since
-        records = connector.iter_records(http, provider_settings, since=since, lookback=settings.lookback,
-                                         clock=rt.clock)
-        for raws in batched(records, min(BATCH_SIZE, opts.limit or BATCH_SIZE)):
-            raws = raws[: opts.limit - result.fetched] if opts.limit else raws
-            result.fetched += len(raws)
-            high_water_mark = max([high_water_mark, *map(connector.record_cursor, raws)], key=_cursor_key)
-            products = normalize_batch(raws, normalizer, account=_account(provider_settings), run_id=run_id,
-                                       fetched_at=rt.now(), quarantine=quarantine)
-            new = keep_new(products, state)
-            writer.add(new)
-            result.written += len(new)
-            result.duplicates += len(products) - len(new)
-            progress.update(result)
-            if opts.limit and result.fetched >= opts.limit:
-                break
-        result.quarantined = quarantine.count
-        _quality_gate(result, settings.quarantine_max_percent)
-        result.files = [f.as_posix() for f in writer.close()]
-        if not opts.dry_run:
-            keep_mark = high_water_mark if not opts.limit else since
-            state.commit(run_id, result.files, {"high_water_mark": _cursor_json(keep_mark)})
-        result.high_water_mark = _cursor_json(high_water_mark)
-        result.samples = getattr(writer, "samples", None)
-    except Exception as exc:  # a failing provider fails alone; its files and state are rolled back
-        writer.discard()
-        state.forget_run()
-        if not opts.dry_run:
-            state.delete("inflight_run")
+        state = ProviderState.open(state_path(settings.data_dir, name), read_only=opts.dry_run)
+        writer = (DryRunSink() if opts.dry_run else
+                  PartitionWriter(settings.data_dir, name, run_id, started.date(), settings.output_file_mode))
+        extract_load(name, settings, opts, run_id, started, rt, http, state, writer, result)
+    except Exception as exc:
+        _roll_back(writer, state, opts)
         result.status, result.written, result.files = "failed", 0, []
-        result.quarantined = quarantine.count
         result.error_type, result.error = type(exc).__name__, str(exc)
         result.traceback = _write_traceback(settings, run_id, name, exc)
     finally:
-        state.close()
+        if state is not None:
+            state.close()
         lock.release()
         http.close()
         result.requests, result.cache_hits = http.stats.requests, http.stats.cache_hits
         result.retries, result.throttle_wait_s = http.stats.retries, http.stats.throttle_wait_s
         result.duration_s = time.monotonic() - clock_start
     return result
+
+
+def extract_load(name, settings, opts, run_id, started, rt, http, state, writer, result) -> None:
+    """fetch -> normalize -> dedup -> write, then commit the index and high-water mark."""
+    connector, normalizer, provider_settings = CONNECTORS[name], NORMALIZERS[name], settings.provider(name)
+    quarantine = Quarantine(quarantine_path(settings.data_dir, name, started.date(), run_id), enabled=not opts.dry_run)
+    progress = Progress(name)
+    if not opts.dry_run:
+        recover(state, settings.data_dir, name)
+        state.set("inflight_run", run_id)
+    stored_mark = _stored_mark(state)
+    high_water_mark = stored_mark
+    records = connector.iter_records(http, provider_settings, since=_since(stored_mark, opts),
+                                     lookback=settings.lookback, clock=rt.clock)
+    for raws in batched(islice(records, opts.limit), BATCH_SIZE):
+        result.fetched += len(raws)
+        high_water_mark = max([high_water_mark, *map(connector.record_cursor, raws)], key=_cursor_key)
+        products = normalize_batch(raws, normalizer, account=_account(provider_settings), run_id=run_id,
+                                   fetched_at=rt.now(), quarantine=quarantine)
+        new = keep_new(products, state)
+        writer.add(new)
+        result.written += len(new)
+        result.duplicates += len(products) - len(new)
+        result.quarantined = quarantine.count
+        progress.update(result)
+    _quality_gate(result, settings.quarantine_max_percent)
+    result.files = [f.as_posix() for f in writer.close()]
+    if opts.limit:  # a partial look at the catalog must not move the mark past what it skipped
+        high_water_mark = stored_mark
+    if not opts.dry_run:
+        state.commit(run_id, result.files, {"high_water_mark": _cursor_json(high_water_mark)})
+    result.high_water_mark = _cursor_json(high_water_mark)
+    result.samples = getattr(writer, "samples", [])
+
+
+def _roll_back(writer, state, opts: RunOptions) -> None:
+    """Best effort: whatever is left over, the next run's start-up sweep removes."""
+    with contextlib.suppress(Exception):
+        if writer is not None:
+            writer.discard()
+    with contextlib.suppress(Exception):
+        if state is not None:
+            state.forget_run()
+            if not opts.dry_run:
+                state.delete("inflight_run")
 
 
 def execute(settings: Settings, opts: RunOptions, rt: Runtime) -> tuple[int, dict]:
@@ -176,13 +192,18 @@ def _account(provider_settings) -> str:
     return provider_settings.shop_domain
 
 
-def _since(state: ProviderState, opts: RunOptions):
+def _stored_mark(state: ProviderState):
+    mark = state.get("high_water_mark")
+    return (datetime.fromisoformat(mark[0]), int(mark[1])) if mark else None
+
+
+def _since(stored_mark, opts: RunOptions):
+    """Where to fetch from; --since and --full-refresh never lower the stored mark itself."""
     if opts.full_refresh:
         return None
     if opts.since:
         return (opts.since, 0)
-    mark = state.get("high_water_mark")
-    return (datetime.fromisoformat(mark[0]), int(mark[1])) if mark else None
+    return stored_mark
 
 
 def _cursor_key(cursor):
@@ -252,7 +273,7 @@ def _report(name: str, r: ProviderResult, opts: RunOptions) -> None:
         log.warning("%s: skipped, %s", name, r.reason)
     else:
         log.info("%s: %s, %s", name, r.status, counts)
-    for p in getattr(r, "samples", None) or []:
+    for p in r.samples:
         price = f"{p.price:.2f} {p.currency}" if p.price is not None else "-"
         click.echo(f"  would write  {p.source_id:<36} {price:>14}  {p.title[:60]}")
 

@@ -39,9 +39,11 @@ class ProviderResult:
     error_type: str | None = None
     error: str | None = None
     traceback: str | None = None
+    samples: list = field(default_factory=list, repr=False)  # dry runs: rows that would be written
 
     def as_log(self) -> dict:
         entry = asdict(self)
+        del entry["samples"]
         entry["throttle_wait_s"] = round(self.throttle_wait_s, 3)
         entry["duration_s"] = round(self.duration_s, 3)
         return {k: v for k, v in entry.items() if v is not None}

@@ -239,3 +239,19 @@ def test_since_and_full_refresh_override_the_high_water_mark(sandbox, run, dirs)
     assert 0 < fetched < 100
     result, _ = run(sandbox, "--since", "2026-10-01", "--full-refresh")
     assert result.exit_code == 2
+
+
+def test_a_since_in_the_future_never_moves_the_high_water_mark_past_unseen_changes(sandbox, run, dirs):
+    run(sandbox)
+    _, record = run(sandbox, "--since", "2030-01-01T00:00:00Z")
+    assert record["providers"]["shopify"]["fetched"] == 0
+    changed = sandbox.mutate(0.03)
+    _, record = run(sandbox)
+    assert record["providers"]["shopify"]["written"] == len(changed)
+
+
+def test_a_limited_run_does_not_advance_the_high_water_mark(sandbox, run, dirs):
+    _, limited = run(sandbox, "--limit", "10")
+    assert limited["providers"]["shopify"]["written"] == 10 and _hwm(dirs) is None
+    _, full = run(sandbox)
+    assert full["providers"]["shopify"]["written"] == 90
