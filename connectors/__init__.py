@@ -1,5 +1,5 @@
 """Connectors: one module per provider, each with one generator of raw records."""
 
-from connectors import shopify
+from connectors import amazon, shopify
 
-CONNECTORS = {shopify.NAME: shopify}
+CONNECTORS = {shopify.NAME: shopify, amazon.NAME: amazon}

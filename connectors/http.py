@@ -75,6 +75,7 @@ class HttpStats:
     cache_hits: int = 0
     retries: int = 0
     throttle_wait_s: float = 0.0
+    partial_errors: int = 0  # errors an API returned beside results (counted, not fatal)
 
 
 @dataclass(frozen=True)
@@ -89,17 +90,21 @@ class HttpSettings:
     # False: answers are stored for later development runs but never replayed to this one, so a
     # run that writes data always sees the API as it is now.
     cache_replay: bool = True
+    requests_per_second: float | None = None  # client-side pacing of network requests
 
 
 class DeadlineAdapter(HTTPAdapter):
     """Reads every body in full under a wall-clock deadline and a size cap."""
 
-    def __init__(self, deadline_s: float, max_bytes: int = MAX_BODY_BYTES):
+    def __init__(self, deadline_s: float, max_bytes: int = MAX_BODY_BYTES, before_send=None):
         super().__init__()
         self.deadline_s = deadline_s
         self.max_bytes = max_bytes
+        self.before_send = before_send  # called for network requests only, never for cache hits
 
     def send(self, request, stream=False, **kwargs):
+        if self.before_send is not None:
+            self.before_send()
         started = time.monotonic()
         response = super().send(request, stream=True, **kwargs)
         chunks, size = [], 0
@@ -166,12 +171,15 @@ class HttpClient:
         secret_headers: tuple[str, ...] = (),
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.provider = provider
         self.settings = settings
         self.sleep = sleep
         self.now = now
+        self.clock = clock
         self.stats = HttpStats()
+        self._next_slot: float | None = None
         self.session = self._session(secret_headers)
 
     def _session(self, secret_headers) -> requests.Session:
@@ -192,7 +200,7 @@ class HttpClient:
                 filter_fn=_is_clean_json,
                 stale_if_error=False,
             )
-        adapter = DeadlineAdapter(self.settings.deadline_s)
+        adapter = DeadlineAdapter(self.settings.deadline_s, before_send=self._pace)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         session.trust_env = False  # no proxy or .netrc credentials from the environment
@@ -200,6 +208,17 @@ class HttpClient:
 
     def close(self) -> None:
         self.session.close()
+
+    def _pace(self) -> None:
+        """Keep network requests at most `requests_per_second` apart (the provider's quota)."""
+        rate = self.settings.requests_per_second
+        if not rate:
+            return
+        now = self.clock()
+        if self._next_slot is not None and now < self._next_slot:
+            self.wait(self._next_slot - now, throttled=True)
+            now = self._next_slot
+        self._next_slot = now + 1.0 / rate
 
     def wait(self, seconds: float, *, throttled: bool = False) -> None:
         """Sleep through the injectable sleep and account for it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
 
 @dataclass
@@ -28,3 +29,25 @@ def make_product(**fields):
         first = exc.errors(include_input=False)[0]
         field = ".".join(str(part) for part in first["loc"]) or None
         raise Rejected(first["msg"], field) from None
+
+
+def parse_price(value, field: str) -> Decimal | None:
+    """A finite, non-negative Decimal from a decimal string ("19.00") or a JSON number (19.99)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise Rejected(f"expected a decimal number, got {type(value).__name__}", field)
+    try:
+        number = Decimal(str(value).strip())  # str() keeps a float's shortest decimal form
+    except InvalidOperation:
+        raise Rejected("not a decimal number", field) from None
+    if not number.is_finite():
+        raise Rejected("price must be finite", field)
+    if number < 0:
+        raise Rejected("price must not be negative", field)
+    return number
+
+
+def obj(value) -> dict:
+    """The value if it is a JSON object, else an empty one (missing nested fields read as null)."""
+    return value if isinstance(value, dict) else {}

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 
-from normalize import Rejected, make_product
+from normalize import Rejected, make_product, obj, parse_price
 from normalize.dedup import raw_hash
 from normalize.models import Product
 
@@ -18,7 +17,7 @@ def to_product(raw: dict, *, account: str, fetched_at: datetime, run_id: str) ->
     if not isinstance(raw, dict):
         raise Rejected("record is not a JSON object")
     variants = [_variant(v) for v in _list(raw.get("variants"), "variants")]
-    min_price = _obj(_obj(raw.get("priceRangeV2")).get("minVariantPrice"))
+    min_price = obj(obj(raw.get("priceRangeV2")).get("minVariantPrice"))
     cheapest = min((v for v in variants if v["price"] is not None), key=lambda v: v["price"], default=None)
     first = variants[0] if variants else {}
     return make_product(
@@ -30,8 +29,8 @@ def to_product(raw: dict, *, account: str, fetched_at: datetime, run_id: str) ->
         brand=raw.get("vendor") or None,
         category=raw.get("productType") or None,
         url=raw.get("onlineStoreUrl"),
-        image_url=_obj(_obj(raw.get("featuredMedia")).get("image")).get("url"),
-        price=_decimal(min_price.get("amount"), "priceRangeV2.minVariantPrice.amount"),
+        image_url=obj(obj(raw.get("featuredMedia")).get("image")).get("url"),
+        price=parse_price(min_price.get("amount"), "priceRangeV2.minVariantPrice.amount"),
         currency=min_price.get("currencyCode"),
         compare_at_price=cheapest["compare_at_price"] if cheapest else None,
         availability=_availability(raw.get("status"), variants),
@@ -57,38 +56,21 @@ def _availability(status, variants) -> str | None:
 
 
 def _variant(raw) -> dict:
-    raw = _obj(raw)
+    raw = obj(raw)
     return {
         "id": raw.get("id"),
         "sku": raw.get("sku") or None,
         "barcode": raw.get("barcode") or None,
         "title": raw.get("title"),
-        "price": _decimal(raw.get("price"), "variants.price"),
-        "compare_at_price": _decimal(raw.get("compareAtPrice"), "variants.compareAtPrice"),
+        "price": parse_price(raw.get("price"), "variants.price"),
+        "compare_at_price": parse_price(raw.get("compareAtPrice"), "variants.compareAtPrice"),
         "inventory_quantity": raw.get("inventoryQuantity"),
         "available": raw.get("availableForSale"),
     }
 
 
-def _decimal(value, field: str) -> Decimal | None:
-    # Shopify's Money and Decimal scalars are decimal strings such as "19.00".
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise Rejected(f"expected a decimal string, got {type(value).__name__}", field)
-    try:
-        number = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise Rejected("not a decimal number", field) from None
-    if not number.is_finite():
-        raise Rejected("price must be finite", field)
-    if number < 0:
-        raise Rejected("price must not be negative", field)
-    return number
 
 
-def _obj(value) -> dict:
-    return value if isinstance(value, dict) else {}
 
 
 def _list(value, field: str) -> list:

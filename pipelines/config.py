@@ -39,8 +39,56 @@ class ShopifySettings:
     base_url: str  # scheme://host[:port], no trailing slash
 
     @property
+    def account(self) -> str:
+        return self.shop_domain
+
+    @property
     def graphql_url(self) -> str:
         return f"{self.base_url}/admin/api/{self.api_version}/graphql.json"
+
+
+AMAZON_API_BASE_URL = "https://creatorsapi.amazon"
+# Credential version -> (token URL, body style, scope). 2.x: Cognito with a form body; 3.x: Login
+# with Amazon with a JSON body. Source: Amazon's creatorsapi-python-sdk 1.2.0 (auth/oauth2_config.py).
+AMAZON_TOKEN_ENDPOINTS = {
+    "2.1": ("https://creatorsapi.auth.us-east-1.amazoncognito.com/oauth2/token", "form", "creatorsapi/default"),
+    "2.2": ("https://creatorsapi.auth.eu-south-2.amazoncognito.com/oauth2/token", "form", "creatorsapi/default"),
+    "2.3": ("https://creatorsapi.auth.us-west-2.amazoncognito.com/oauth2/token", "form", "creatorsapi/default"),
+    "3.1": ("https://api.amazon.com/auth/o2/token", "json", "creatorsapi::default"),
+    "3.2": ("https://api.amazon.co.uk/auth/o2/token", "json", "creatorsapi::default"),
+    "3.3": ("https://api.amazon.co.jp/auth/o2/token", "json", "creatorsapi::default"),
+}
+PAAPI_RETIRED = ("Amazon PA-API 5.0 was retired on 2026-05-15, so the AMAZON_PAAPI_* variables no longer work: "
+                 "set AMAZON_CREATORS_CREDENTIAL_ID, AMAZON_CREATORS_CREDENTIAL_SECRET and AMAZON_CREATORS_VERSION "
+                 "(from Associates Central, Creators API) and AMAZON_PARTNER_TAG instead")
+ASIN_RE = re.compile(r"[A-Z0-9]{10}")
+MARKETPLACE_RE = re.compile(r"www\.amazon\.[a-z.]{2,12}")
+
+
+@dataclass(frozen=True)
+class AmazonSettings:
+    credential_id: str
+    credential_secret: SecretStr
+    version: str
+    partner_tag: str
+    marketplace: str
+    searches: tuple[tuple[str, str | None], ...]  # (keywords, search index or None)
+    asins: tuple[str, ...]
+    base_url: str
+    token_url: str
+    requests_per_second: float
+
+    @property
+    def account(self) -> str:
+        return self.marketplace
+
+    @property
+    def token_style(self) -> str:
+        return AMAZON_TOKEN_ENDPOINTS[self.version][1]
+
+    @property
+    def scope(self) -> str:
+        return AMAZON_TOKEN_ENDPOINTS[self.version][2]
 
 
 @dataclass(frozen=True)
@@ -58,6 +106,7 @@ class Settings:
     max_attempts: int
     max_total_wait_s: float
     shopify: ShopifySettings | None = None
+    amazon: AmazonSettings | None = None
     not_configured: dict[str, str] = field(default_factory=dict)  # provider -> why
 
     def provider(self, name: str):
@@ -68,6 +117,8 @@ class Settings:
         values = []
         if self.shopify:
             values.append(self.shopify.access_token.get_secret_value())
+        if self.amazon:
+            values.append(self.amazon.credential_secret.get_secret_value())
         return [v for v in values if v]
 
 
@@ -165,6 +216,8 @@ def _shopify(env) -> tuple[ShopifySettings | None, str | None]:
         )
     base_url = validate_base_url("SHOPIFY_API_BASE_URL", base) if base else None
     missing = [n for n, v in (("SHOPIFY_SHOP_DOMAIN", domain), ("SHOPIFY_ACCESS_TOKEN", token)) if not v]
+    if len(missing) == 2:
+        return None, "not configured"
     if missing:
         return None, "not configured: set " + " and ".join(missing)
     return (
@@ -178,6 +231,66 @@ def _shopify(env) -> tuple[ShopifySettings | None, str | None]:
     )
 
 
+def _csv(env, name: str) -> list[str]:
+    return [part.strip() for part in (_get(env, name) or "").split(",") if part.strip()]
+
+
+def _amazon(env) -> tuple[AmazonSettings | None, str | None]:
+    cred_id = _get(env, "AMAZON_CREATORS_CREDENTIAL_ID")
+    secret = _get(env, "AMAZON_CREATORS_CREDENTIAL_SECRET")
+    version = _get(env, "AMAZON_CREATORS_VERSION")
+    tag = _get(env, "AMAZON_PARTNER_TAG") or _get(env, "AMAZON_PAAPI_PARTNER_TAG")
+    marketplace = _get(env, "AMAZON_MARKETPLACE") or "www.amazon.com"
+    legacy = [n for n in ("AMAZON_PAAPI_ACCESS_KEY", "AMAZON_PAAPI_SECRET_KEY", "AMAZON_PAAPI_HOST",
+                          "AMAZON_PAAPI_REGION") if _get(env, n)]
+    if version is not None and version.strip() not in AMAZON_TOKEN_ENDPOINTS:
+        raise ConfigError(f"AMAZON_CREATORS_VERSION must be one of {', '.join(AMAZON_TOKEN_ENDPOINTS)}, the "
+                          f"version shown beside the credential in Associates Central (got {version!r}).")
+    if not MARKETPLACE_RE.fullmatch(marketplace):
+        raise ConfigError(f"AMAZON_MARKETPLACE must look like www.amazon.com or www.amazon.co.uk (got {marketplace!r}).")
+    searches = []
+    for item in _csv(env, "AMAZON_SEARCH_KEYWORDS"):
+        keywords, _, index = item.partition("|")
+        if not keywords.strip() or (index and not re.fullmatch(r"[A-Za-z]+", index.strip())):
+            raise ConfigError("AMAZON_SEARCH_KEYWORDS takes comma-separated searches, each `keywords` or "
+                              f"`keywords|SearchIndex` such as `steel mug|HomeAndKitchen` (got {item!r}).")
+        searches.append((keywords.strip(), index.strip() or None))
+    asins = [a.upper() for a in _csv(env, "AMAZON_ASINS")]
+    bad = [a for a in asins if not ASIN_RE.fullmatch(a)]
+    if bad:
+        raise ConfigError(f"AMAZON_ASINS must be 10-character ASINs such as B0TESTMUG1 (got {bad[0]!r}).")
+    base = _get(env, "AMAZON_API_BASE_URL")
+    base_url = validate_base_url("AMAZON_API_BASE_URL", base) if base else AMAZON_API_BASE_URL
+    token_override = _get(env, "AMAZON_TOKEN_URL")
+    if not (cred_id or secret or version):
+        return None, (PAAPI_RETIRED if legacy else "not configured")
+    missing = [n for n, v in (("AMAZON_CREATORS_CREDENTIAL_ID", cred_id), ("AMAZON_CREATORS_CREDENTIAL_SECRET", secret),
+                              ("AMAZON_CREATORS_VERSION", version), ("AMAZON_PARTNER_TAG", tag)) if not v]
+    if not (searches or asins):
+        missing.append("AMAZON_SEARCH_KEYWORDS or AMAZON_ASINS")
+    if missing:
+        return None, "not configured: set " + " and ".join(missing)
+    version = version.strip()
+    token_url = AMAZON_TOKEN_ENDPOINTS[version][0]
+    if token_override:
+        token_url = validate_base_url("AMAZON_TOKEN_URL", _origin(token_override)) + _path_of(token_override)
+    return AmazonSettings(
+        credential_id=cred_id.strip(), credential_secret=SecretStr(secret.strip()), version=version,
+        partner_tag=tag.strip(), marketplace=marketplace, searches=tuple(searches), asins=tuple(asins),
+        base_url=base_url, token_url=token_url,
+        requests_per_second=_number(env, "AMAZON_REQUESTS_PER_SECOND", 1.0, minimum=0.01),
+    ), None
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else url
+
+
+def _path_of(url: str) -> str:
+    return urlsplit(url).path if urlsplit(url).netloc else ""
+
+
 def load_settings(
     env: Mapping[str, str],
     *,
@@ -187,9 +300,9 @@ def load_settings(
 ) -> Settings:
     """Build settings from an environment mapping; raises ConfigError naming the variable."""
     shopify, shopify_reason = _shopify(env)
-    not_configured = {"amazon": "not configured", "ebay": "not configured"}
-    if shopify_reason:
-        not_configured["shopify"] = shopify_reason
+    amazon, amazon_reason = _amazon(env)
+    reasons = {"shopify": shopify_reason, "amazon": amazon_reason, "ebay": "not configured"}
+    not_configured = {name: reason for name, reason in reasons.items() if reason}
     return Settings(
         data_dir=_path(env, "PIPELINE_DATA_DIR", data_dir, REPO_ROOT / "data"),
         logs_dir=_path(env, "PIPELINE_LOGS_DIR", logs_dir, REPO_ROOT / "logs"),
@@ -204,5 +317,6 @@ def load_settings(
         max_attempts=_number(env, "PIPELINE_MAX_ATTEMPTS", 6, minimum=1, kind=int),
         max_total_wait_s=_number(env, "PIPELINE_MAX_RETRY_WAIT_SECONDS", 600),
         shopify=shopify,
+        amazon=amazon,
         not_configured=not_configured,
     )

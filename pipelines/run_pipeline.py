@@ -26,6 +26,7 @@ import click
 
 from connectors import CONNECTORS
 from connectors.http import HttpSettings, ProviderError
+from normalize import amazon as amazon_normalizer
 from normalize import shopify as shopify_normalizer
 from pipelines import __version__
 from pipelines.config import PROVIDERS, REPO_ROOT, ConfigError, Settings, load_settings, read_environment
@@ -39,7 +40,7 @@ from storage.quarantine import Quarantine, quarantine_path
 from storage.recovery import recover
 from storage.state import ProviderState, state_path
 
-NORMALIZERS = {"shopify": shopify_normalizer}
+NORMALIZERS = {"shopify": shopify_normalizer, "amazon": amazon_normalizer}
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PARTIAL, EXIT_ANOMALY, EXIT_STALE, EXIT_LOCKED = 0, 1, 2, 3, 4, 5, 75
 log = logging.getLogger("pipeline")
 
@@ -75,7 +76,7 @@ def run_provider(name: str, settings: Settings, opts: RunOptions, run_id: str, s
     if not opts.dry_run and not lock.acquire():
         return ProviderResult(status="locked", reason=f"another run holds {lock.path}")
     http = CONNECTORS[name].make_client(settings.provider(name), _http_settings(settings, name, opts),
-                                        sleep=rt.sleep, now=rt.now)
+                                        sleep=rt.sleep, now=rt.now, clock=rt.clock)
     state = writer = None
     try:
         state = ProviderState.open(state_path(settings.data_dir, name), read_only=opts.dry_run)
@@ -93,6 +94,7 @@ def run_provider(name: str, settings: Settings, opts: RunOptions, run_id: str, s
         lock.release()
         http.close()
         result.requests, result.cache_hits = http.stats.requests, http.stats.cache_hits
+        result.partial_errors = http.stats.partial_errors
         result.retries, result.throttle_wait_s = http.stats.retries, http.stats.throttle_wait_s
         result.duration_s = time.monotonic() - clock_start
     return result
@@ -113,7 +115,7 @@ def extract_load(name, settings, opts, run_id, started, rt, http, state, writer,
     for raws in batched(islice(records, opts.limit), BATCH_SIZE):
         result.fetched += len(raws)
         high_water_mark = max([high_water_mark, *map(connector.record_cursor, raws)], key=_cursor_key)
-        products = normalize_batch(raws, normalizer, account=_account(provider_settings), run_id=run_id,
+        products = normalize_batch(raws, normalizer, account=provider_settings.account, run_id=run_id,
                                    fetched_at=rt.now(), quarantine=quarantine)
         new = keep_new(products, state)
         writer.add(new)
@@ -152,7 +154,10 @@ def execute(settings: Settings, opts: RunOptions, rt: Runtime) -> tuple[int, dic
     for name in PROVIDERS:
         if name not in selected:
             if name in settings.not_configured:
-                results[name] = ProviderResult(status="skipped", reason=settings.not_configured[name])
+                reason = settings.not_configured[name]
+                results[name] = ProviderResult(status="skipped", reason=reason)
+                if reason != "not configured":  # half-configured or retired settings: say so
+                    log.warning("%s: skipped: %s", name, reason)
             continue
         log.info("%s: starting (%s)", name, _mode(opts))
         results[name] = result = run_provider(name, settings, opts, run_id, started, rt)
@@ -186,10 +191,6 @@ def _http_settings(settings: Settings, name: str, opts: RunOptions) -> HttpSetti
         cache_dir=None if opts.no_cache else settings.cache_dir / name,
         cache_replay=opts.dry_run or opts.limit is not None,  # development runs replay; real runs refresh
     )
-
-
-def _account(provider_settings) -> str:
-    return provider_settings.shop_domain
 
 
 def _stored_mark(state: ProviderState):

@@ -33,6 +33,7 @@ class ProviderResult:
     cache_hits: int = 0
     retries: int = 0
     throttle_wait_s: float = 0.0
+    partial_errors: int = 0
     high_water_mark: list | None = None
     files: list[str] = field(default_factory=list)
     duration_s: float = 0.0

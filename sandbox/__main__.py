@@ -6,23 +6,37 @@ import argparse
 import os
 import time
 
+from sandbox.amazon import LWA_PATH, AmazonSandbox
 from sandbox.catalog import CatalogSpec
 from sandbox.shopify import ShopifySandbox
 
 DEMO_SHOP = "demo-shop.myshopify.com"
 DEMO_TOKEN = "shpat_sandbox_demo_token"
+AMAZON_ID, AMAZON_SECRET, AMAZON_TAG = "sandbox-credential-id", "sandbox-credential-secret", "sandbox-20"
+AMAZON_RATE = 5.0  # requests per second the Amazon sandbox enforces (and the demo asks for)
 
 
 def start_all(size: int = 500, port: int = 0, restore_rate: float = 1000) -> dict:
     """Start every sandbox; returns {"servers": [...], "env": {variable: value}}."""
     shopify = ShopifySandbox(CatalogSpec(size=size), token=DEMO_TOKEN, restore_rate=restore_rate,
                              port=port).start()
+    amazon = AmazonSandbox(credential_id=AMAZON_ID, credential_secret=AMAZON_SECRET, partner_tag=AMAZON_TAG,
+                           requests_per_second=AMAZON_RATE).start()
     env = {
         "SHOPIFY_API_BASE_URL": shopify.base_url,
         "SHOPIFY_SHOP_DOMAIN": DEMO_SHOP,
         "SHOPIFY_ACCESS_TOKEN": DEMO_TOKEN,
+        "AMAZON_API_BASE_URL": amazon.base_url,
+        "AMAZON_TOKEN_URL": amazon.base_url + LWA_PATH,
+        "AMAZON_CREATORS_CREDENTIAL_ID": AMAZON_ID,
+        "AMAZON_CREATORS_CREDENTIAL_SECRET": AMAZON_SECRET,
+        "AMAZON_CREATORS_VERSION": "3.1",
+        "AMAZON_PARTNER_TAG": AMAZON_TAG,
+        "AMAZON_SEARCH_KEYWORDS": "steel mug|HomeAndKitchen,headphones",
+        "AMAZON_ASINS": ",".join(sorted(amazon.items)[:12]),
+        "AMAZON_REQUESTS_PER_SECOND": str(AMAZON_RATE),
     }
-    return {"servers": {"shopify": shopify}, "env": env}
+    return {"servers": {"shopify": shopify, "amazon": amazon}, "env": env}
 
 
 def main() -> None:
@@ -37,7 +51,7 @@ def main() -> None:
     for name, value in started["env"].items():
         print(f"export {name}={value}")
     print("\nthen try:  .venv/bin/python pipelines/run_pipeline.py --dry-run --providers shopify --limit 10")
-    print(f"change 3% of products:  curl -X POST {started['servers']['shopify'].base_url}/_sandbox/mutate "
+    print(f"change 3% of Shopify products:  curl -X POST {started['servers']['shopify'].base_url}/_sandbox/mutate "
           "-d '{\"fraction\": 0.03}'")
     print("\nCtrl-C stops it.", flush=True)
     try:

@@ -52,8 +52,8 @@ def main() -> None:
         print(f"  run 1 -> {summary(first)}\n")
         second = run_pipeline(env)
         print(f"  run 2 -> {summary(second)}  (nothing is written twice)\n")
-        changed = started["servers"]["shopify"].mutate(0.03)
-        print(f"The sandbox changed {len(changed)} products.")
+        changed = started["servers"]["shopify"].mutate(0.03) + started["servers"]["amazon"].mutate(0.03)
+        print(f"The sandboxes changed {len(changed)} products.")
         third = run_pipeline(env)
         print(f"  run 3 -> {summary(third)}\n")
     finally:
