@@ -255,8 +255,6 @@ def _mode(opts: RunOptions) -> str:
         parts.append("full refresh")
     elif opts.since:
         parts.append(f"since {opts.since.isoformat()}")
-    else:
-        parts.append("incremental")
     if opts.limit:
         parts.append(f"limit {opts.limit}")
     return ", ".join(parts)
