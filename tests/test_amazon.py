@@ -16,7 +16,7 @@ from connectors.http import AuthError, HttpSettings
 from normalize import Rejected
 from normalize.amazon import to_product
 from pipelines.config import load_settings
-from sandbox.amazon import LWA_PATH, AmazonSandbox
+from sandbox.amazon import COGNITO_PATH, LWA_PATH, AmazonSandbox
 from tests.conftest import load_fixture, parquet_rows
 
 BASE = "https://creatorsapi.amazon"
@@ -301,8 +301,10 @@ def test_shopify_and_amazon_twice_on_the_sandboxes_second_run_writes_nothing(san
     assert len([r for r in rows if r["source"] == "amazon"]) == len(expected)
 
 
-def test_amazon_dry_run_with_limit_prints_what_it_would_write(amazon_sandbox, run, dirs):
-    result, record = run(None, "--providers", "amazon", "--dry-run", "--limit", "10", env=amazon_env(amazon_sandbox))
+@pytest.mark.parametrize("version, token_path", [("3.1", LWA_PATH), ("2.1", COGNITO_PATH)])
+def test_amazon_dry_run_with_limit_prints_what_it_would_write(amazon_sandbox, run, dirs, version, token_path):
+    env = amazon_env(amazon_sandbox, AMAZON_CREATORS_VERSION=version, AMAZON_TOKEN_URL=amazon_sandbox.base_url + token_path)
+    result, record = run(None, "--providers", "amazon", "--dry-run", "--limit", "10", env=env)
     assert result.exit_code == 0, result.output
     assert result.stdout.count("  would write  ") == 10
     assert not dirs["data"].exists()
