@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -69,6 +69,10 @@ class RetriesExhausted(ProviderError):
     """Every attempt failed with a retryable error."""
 
 
+class QuotaExhausted(ProviderError):
+    """A call quota is spent (ours or the provider's): stop calling, keep what was fetched."""
+
+
 @dataclass
 class HttpStats:
     requests: int = 0
@@ -76,6 +80,8 @@ class HttpStats:
     retries: int = 0
     throttle_wait_s: float = 0.0
     partial_errors: int = 0  # errors an API returned beside results (counted, not fatal)
+    partial_reason: str | None = None  # set when a connector stopped early on purpose (a quota)
+    warnings: list = field(default_factory=list)  # things a person should know, for the run log
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,7 @@ class DeadlineAdapter(HTTPAdapter):
 
     def send(self, request, stream=False, **kwargs):
         if self.before_send is not None:
-            self.before_send()
+            self.before_send(request)
         started = time.monotonic()
         response = super().send(request, stream=True, **kwargs)
         chunks, size = [], 0
@@ -172,6 +178,7 @@ class HttpClient:
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         clock: Callable[[], float] = time.monotonic,
+        on_send: Callable[[requests.PreparedRequest], None] | None = None,
     ):
         self.provider = provider
         self.settings = settings
@@ -180,6 +187,7 @@ class HttpClient:
         self.clock = clock
         self.stats = HttpStats()
         self._next_slot: float | None = None
+        self.on_send = on_send  # sees every network request first (a call budget may refuse it)
         self.session = self._session(secret_headers)
 
     def _session(self, secret_headers) -> requests.Session:
@@ -200,7 +208,7 @@ class HttpClient:
                 filter_fn=_is_clean_json,
                 stale_if_error=False,
             )
-        adapter = DeadlineAdapter(self.settings.deadline_s, before_send=self._pace)
+        adapter = DeadlineAdapter(self.settings.deadline_s, before_send=self._before_send)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         session.trust_env = False  # no proxy or .netrc credentials from the environment
@@ -208,6 +216,11 @@ class HttpClient:
 
     def close(self) -> None:
         self.session.close()
+
+    def _before_send(self, request) -> None:
+        if self.on_send is not None:
+            self.on_send(request)
+        self._pace()
 
     def _pace(self) -> None:
         """Keep network requests at most `requests_per_second` apart (the provider's quota)."""
@@ -302,8 +315,11 @@ class HttpClient:
             if check is not None and body is not None and status == 429:
                 try:
                     check(body, response)
-                except RetryableError as exc:  # a throttled GraphQL body carries a better hint
+                except RetryableError as exc:  # the body may carry a better hint (GraphQL cost)
                     exc.status = status
+                    exc.retry_after = exc.retry_after if exc.retry_after is not None else retry_after
+                    raise
+                except QuotaExhausted:
                     raise
                 except ProviderError:
                     pass  # whatever the body says, a 429 is worth another attempt
@@ -351,7 +367,9 @@ def _summary(body) -> str | None:
         if isinstance(errors, str):
             return errors[:200]
         if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-            return str(errors[0].get("message", ""))[:200]
+            error_id = errors[0].get("errorId")
+            message = str(errors[0].get("message", ""))[:200]
+            return f"errorId {error_id}: {message}" if error_id is not None else message
         for key in ("message", "error_description", "error"):
             if isinstance(body.get(key), str):
                 return body[key][:200]

@@ -91,6 +91,37 @@ class AmazonSettings:
         return AMAZON_TOKEN_ENDPOINTS[self.version][2]
 
 
+EBAY_API_BASE_URL = "https://api.ebay.com"
+EBAY_MARKETPLACE_RE = re.compile(r"EBAY_[A-Z]{2}(_[A-Z]{2,6})?")
+
+
+@dataclass(frozen=True)
+class EbaySettings:
+    client_id: str | None
+    client_secret: SecretStr | None
+    static_token: SecretStr | None  # EBAY_OAUTH_TOKEN: accepted, but it expires after about two hours
+    marketplace: str
+    queries: tuple[str, ...]
+    category_ids: tuple[str, ...]
+    filter: str | None
+    daily_call_budget: int
+    base_url: str
+    requests_per_second: float
+    calls_file: Path  # the day's call count, shared by every run
+
+    @property
+    def account(self) -> str:
+        return self.marketplace
+
+    @property
+    def search_url(self) -> str:
+        return f"{self.base_url}/buy/browse/v1/item_summary/search"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.base_url}/identity/v1/oauth2/token"
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -107,6 +138,7 @@ class Settings:
     max_total_wait_s: float
     shopify: ShopifySettings | None = None
     amazon: AmazonSettings | None = None
+    ebay: EbaySettings | None = None
     not_configured: dict[str, str] = field(default_factory=dict)  # provider -> why
 
     def provider(self, name: str):
@@ -119,6 +151,8 @@ class Settings:
             values.append(self.shopify.access_token.get_secret_value())
         if self.amazon:
             values.append(self.amazon.credential_secret.get_secret_value())
+        if self.ebay:
+            values += [v.get_secret_value() for v in (self.ebay.client_secret, self.ebay.static_token) if v]
         return [v for v in values if v]
 
 
@@ -282,6 +316,44 @@ def _amazon(env) -> tuple[AmazonSettings | None, str | None]:
     ), None
 
 
+def _ebay(env, data_dir: Path) -> tuple[EbaySettings | None, str | None]:
+    client_id, secret = _get(env, "EBAY_CLIENT_ID"), _get(env, "EBAY_CLIENT_SECRET")
+    token = _get(env, "EBAY_OAUTH_TOKEN")
+    marketplace = (_get(env, "EBAY_MARKETPLACE_ID") or "EBAY_US").strip()
+    if not EBAY_MARKETPLACE_RE.fullmatch(marketplace):
+        raise ConfigError(f"EBAY_MARKETPLACE_ID must be an eBay marketplace id such as EBAY_US or EBAY_GB (got {marketplace!r}).")
+    queries = _csv(env, "EBAY_SEARCH_QUERIES")
+    for query in queries:  # eBay's documented rules for q
+        if len(query) > 100 or "*" in query:
+            raise ConfigError(f"EBAY_SEARCH_QUERIES: each search must be at most 100 characters with no * (got {query[:120]!r}).")
+    categories = _csv(env, "EBAY_CATEGORY_IDS")
+    bad = [c for c in categories if not c.isdigit()]
+    if bad:
+        raise ConfigError(f"EBAY_CATEGORY_IDS must be numeric eBay category ids such as 29792 (got {bad[0]!r}).")
+    base = _get(env, "EBAY_API_BASE_URL")
+    base_url = validate_base_url("EBAY_API_BASE_URL", base) if base else EBAY_API_BASE_URL
+    budget = _number(env, "EBAY_DAILY_CALL_BUDGET", 5000, minimum=1, kind=int)
+    rate = _number(env, "EBAY_REQUESTS_PER_SECOND", 5.0, minimum=0.01)
+    if not (client_id or secret or token):
+        return None, "not configured"
+    missing = []
+    if not token and not (client_id and secret):
+        missing.append("EBAY_CLIENT_SECRET" if client_id else "EBAY_CLIENT_ID")
+    if not (queries or categories):
+        missing.append("EBAY_SEARCH_QUERIES or EBAY_CATEGORY_IDS")
+    if missing:
+        return None, "not configured: set " + " and ".join(missing)
+    minted = bool(client_id and secret)
+    return EbaySettings(
+        client_id=client_id.strip() if minted else None,
+        client_secret=SecretStr(secret.strip()) if minted else None,
+        static_token=None if minted else SecretStr(token.strip()),
+        marketplace=marketplace, queries=tuple(queries), category_ids=tuple(categories),
+        filter=_get(env, "EBAY_FILTER"), daily_call_budget=budget, base_url=base_url, requests_per_second=rate,
+        calls_file=data_dir / "state" / "ebay_calls.json",
+    ), None
+
+
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else url
@@ -301,10 +373,12 @@ def load_settings(
     """Build settings from an environment mapping; raises ConfigError naming the variable."""
     shopify, shopify_reason = _shopify(env)
     amazon, amazon_reason = _amazon(env)
-    reasons = {"shopify": shopify_reason, "amazon": amazon_reason, "ebay": "not configured"}
+    resolved_data_dir = _path(env, "PIPELINE_DATA_DIR", data_dir, REPO_ROOT / "data")
+    ebay, ebay_reason = _ebay(env, resolved_data_dir)
+    reasons = {"shopify": shopify_reason, "amazon": amazon_reason, "ebay": ebay_reason}
     not_configured = {name: reason for name, reason in reasons.items() if reason}
     return Settings(
-        data_dir=_path(env, "PIPELINE_DATA_DIR", data_dir, REPO_ROOT / "data"),
+        data_dir=resolved_data_dir,
         logs_dir=_path(env, "PIPELINE_LOGS_DIR", logs_dir, REPO_ROOT / "logs"),
         cache_dir=_path(env, "PIPELINE_CACHE_DIR", cache_dir, REPO_ROOT / ".cache" / "api"),
         cache_ttl=timedelta(seconds=_number(env, "PIPELINE_CACHE_TTL_SECONDS", 3600)),
@@ -318,5 +392,6 @@ def load_settings(
         max_total_wait_s=_number(env, "PIPELINE_MAX_RETRY_WAIT_SECONDS", 600),
         shopify=shopify,
         amazon=amazon,
+        ebay=ebay,
         not_configured=not_configured,
     )

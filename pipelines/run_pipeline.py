@@ -27,6 +27,7 @@ import click
 from connectors import CONNECTORS
 from connectors.http import HttpSettings, ProviderError
 from normalize import amazon as amazon_normalizer
+from normalize import ebay as ebay_normalizer
 from normalize import shopify as shopify_normalizer
 from pipelines import __version__
 from pipelines.config import PROVIDERS, REPO_ROOT, ConfigError, Settings, load_settings, read_environment
@@ -40,7 +41,7 @@ from storage.quarantine import Quarantine, quarantine_path
 from storage.recovery import recover
 from storage.state import ProviderState, state_path
 
-NORMALIZERS = {"shopify": shopify_normalizer, "amazon": amazon_normalizer}
+NORMALIZERS = {"shopify": shopify_normalizer, "amazon": amazon_normalizer, "ebay": ebay_normalizer}
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PARTIAL, EXIT_ANOMALY, EXIT_STALE, EXIT_LOCKED = 0, 1, 2, 3, 4, 5, 75
 log = logging.getLogger("pipeline")
 
@@ -94,7 +95,9 @@ def run_provider(name: str, settings: Settings, opts: RunOptions, run_id: str, s
         lock.release()
         http.close()
         result.requests, result.cache_hits = http.stats.requests, http.stats.cache_hits
-        result.partial_errors = http.stats.partial_errors
+        result.partial_errors, result.warnings = http.stats.partial_errors, http.stats.warnings
+        if http.stats.partial_reason and result.status == "ok":  # a quota stopped it: kept, but partial
+            result.status, result.reason = "partial", http.stats.partial_reason
         result.retries, result.throttle_wait_s = http.stats.retries, http.stats.throttle_wait_s
         result.duration_s = time.monotonic() - clock_start
     return result
@@ -270,6 +273,8 @@ def _report(name: str, r: ProviderResult, opts: RunOptions) -> None:
             log.error("%s: traceback in %s", name, r.traceback)
     elif r.status == "locked":
         log.warning("%s: skipped, %s", name, r.reason)
+    elif r.status == "partial":
+        log.warning("%s: partial, %s: %s", name, counts, r.reason)
     else:
         log.info("%s: %s, %s", name, r.status, counts)
     for p in r.samples:

@@ -34,6 +34,7 @@ class ProviderResult:
     retries: int = 0
     throttle_wait_s: float = 0.0
     partial_errors: int = 0
+    warnings: list[str] = field(default_factory=list)
     high_water_mark: list | None = None
     files: list[str] = field(default_factory=list)
     duration_s: float = 0.0

@@ -8,12 +8,15 @@ import time
 
 from sandbox.amazon import LWA_PATH, AmazonSandbox
 from sandbox.catalog import CatalogSpec
+from sandbox.ebay import EbaySandbox
 from sandbox.shopify import ShopifySandbox
 
 DEMO_SHOP = "demo-shop.myshopify.com"
 DEMO_TOKEN = "shpat_sandbox_demo_token"
 AMAZON_ID, AMAZON_SECRET, AMAZON_TAG = "sandbox-credential-id", "sandbox-credential-secret", "sandbox-20"
 AMAZON_RATE = 5.0  # requests per second the Amazon sandbox enforces (and the demo asks for)
+EBAY_ID, EBAY_SECRET = "sandbox-client-id", "sandbox-client-secret"
+EBAY_RATE = 10.0
 
 
 def start_all(size: int = 500, port: int = 0, restore_rate: float = 1000) -> dict:
@@ -22,6 +25,8 @@ def start_all(size: int = 500, port: int = 0, restore_rate: float = 1000) -> dic
                              port=port).start()
     amazon = AmazonSandbox(credential_id=AMAZON_ID, credential_secret=AMAZON_SECRET, partner_tag=AMAZON_TAG,
                            requests_per_second=AMAZON_RATE).start()
+    ebay = EbaySandbox(client_id=EBAY_ID, client_secret=EBAY_SECRET, requests_per_second=EBAY_RATE,
+                       token_lifetime_s=7200).start()
     env = {
         "SHOPIFY_API_BASE_URL": shopify.base_url,
         "SHOPIFY_SHOP_DOMAIN": DEMO_SHOP,
@@ -35,8 +40,14 @@ def start_all(size: int = 500, port: int = 0, restore_rate: float = 1000) -> dic
         "AMAZON_SEARCH_KEYWORDS": "steel mug|HomeAndKitchen,headphones",
         "AMAZON_ASINS": ",".join(sorted(amazon.items)[:12]),
         "AMAZON_REQUESTS_PER_SECOND": str(AMAZON_RATE),
+        "EBAY_API_BASE_URL": ebay.base_url,
+        "EBAY_CLIENT_ID": EBAY_ID,
+        "EBAY_CLIENT_SECRET": EBAY_SECRET,
+        "EBAY_SEARCH_QUERIES": "steel mug,camping lantern",
+        "EBAY_CATEGORY_IDS": "20005",
+        "EBAY_REQUESTS_PER_SECOND": str(EBAY_RATE),
     }
-    return {"servers": {"shopify": shopify, "amazon": amazon}, "env": env}
+    return {"servers": {"shopify": shopify, "amazon": amazon, "ebay": ebay}, "env": env}
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ class AmazonSandbox(SandboxServer):
         return rng.sample(sorted(self.items), count)
 
     # -- the API -----------------------------------------------------------------------------
-    def handle_api(self, method, path, headers, raw):
+    def handle_api(self, method, path, headers, raw, query=None):
         if method == "POST" and path in (COGNITO_PATH, LWA_PATH):
             return self._token(path, headers, raw)
         if method != "POST" or path not in ("/catalog/v1/searchItems", "/catalog/v1/getItems"):

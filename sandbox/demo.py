@@ -32,6 +32,13 @@ def run_pipeline(env: dict, *extra: str) -> dict:
     return json.loads(lines[-1])
 
 
+def _rows(source: str) -> list[dict]:
+    import pyarrow.dataset as ds
+
+    root = DEMO_DIR / "data" / "normalized" / "products" / f"source={source}"
+    return ds.dataset(root, format="parquet", partitioning="hive").to_table(columns=["source_id"]).to_pylist()
+
+
 def summary(record: dict) -> str:
     parts = []
     for name, p in record["providers"].items():
@@ -52,7 +59,9 @@ def main() -> None:
         print(f"  run 1 -> {summary(first)}\n")
         second = run_pipeline(env)
         print(f"  run 2 -> {summary(second)}  (nothing is written twice)\n")
-        changed = started["servers"]["shopify"].mutate(0.03) + started["servers"]["amazon"].mutate(0.03)
+        servers = started["servers"]
+        ebay_items = [int(r["source_id"].split("|")[1]) - 135_000_000_000 for r in _rows("ebay")]
+        changed = servers["shopify"].mutate(0.03) + servers["amazon"].mutate(0.03) + servers["ebay"].mutate(0.03, ebay_items)
         print(f"The sandboxes changed {len(changed)} products.")
         third = run_pipeline(env)
         print(f"  run 3 -> {summary(third)}\n")

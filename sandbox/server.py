@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Fault:
 
 
 class SandboxServer:
-    """Subclasses implement handle_api(method, path, headers, body) -> (status, json, info)."""
+    """Subclasses implement handle_api(method, path, headers, body, query) -> (status, json, info)."""
 
     def __init__(self, port: int = 0):
         self.port = port
@@ -91,7 +91,7 @@ class SandboxServer:
             return 200, {"requests": self.log}
         return 404, {"error": "unknown control path"}
 
-    def handle_api(self, method, path, headers, body):  # pragma: no cover - abstract
+    def handle_api(self, method, path, headers, body, query):  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -125,7 +125,8 @@ def _make_handler(sandbox: SandboxServer):
                 sandbox.record(entry)
                 return self._send_fault(fault)
             try:
-                status, body, info = sandbox.handle_api(method, parts.path, self.headers, raw)
+                query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+                status, body, info = sandbox.handle_api(method, parts.path, self.headers, raw, query)
             except Exception as exc:  # a sandbox bug answers 500, like a real server would
                 status, body, info = 500, {"errors": [{"message": f"sandbox error: {exc!r}"}]}, {}
             entry.update(status=status, **info)

@@ -93,7 +93,7 @@ class ShopifySandbox(SandboxServer):
         return super().handle_control(path, body)
 
     # -- the API -----------------------------------------------------------------------------
-    def handle_api(self, method: str, path: str, headers, raw_body: bytes):
+    def handle_api(self, method: str, path: str, headers, raw_body: bytes, query=None):
         if method != "POST" or not PATH_RE.match(path):
             return 404, {"errors": "Not Found"}, {}
         if headers.get("X-Shopify-Access-Token") != self.token:

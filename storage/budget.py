@@ -1,0 +1,49 @@
+"""A daily call budget shared by every run (dry and limited runs spend real quota too).
+
+<data-dir>/state/<provider>_calls.json holds {"date": "YYYY-MM-DD", "calls": N} for the current
+UTC day; each call is counted under a file lock before it is made, and the file is replaced
+atomically, so overlapping runs never lose a count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock
+
+
+class DailyCallBudget:
+    def __init__(self, path: Path, limit: int, today: Callable[[], date] = lambda: datetime.now(timezone.utc).date()):
+        self.path, self.limit, self.today = path, limit, today
+
+    def spent(self) -> int:
+        """Calls counted so far today."""
+        return self._read(self.today().isoformat())
+
+    def spend(self) -> bool:
+        """Count one call; False (and nothing counted) when today's budget is used up."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        day = self.today().isoformat()
+        with FileLock(self.path.with_name(self.path.name + ".lock"), mode=0o600):
+            calls = self._read(day)
+            if calls >= self.limit:
+                return False
+            staging = self.path.with_name(f".{self.path.name}.tmp")
+            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump({"date": day, "calls": calls + 1}, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(staging, self.path)
+        return True
+
+    def _read(self, day: str) -> int:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return 0
+        return int(data.get("calls", 0)) if isinstance(data, dict) and data.get("date") == day else 0
