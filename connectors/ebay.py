@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 import requests
 
@@ -98,22 +99,29 @@ class _BrowseApi:
             auth=(self.settings.client_id, self.settings.client_secret.get_secret_value()), cache=False)
 
     def search(self, search: dict) -> Iterator[dict]:
-        """One search, offset-paged 200 at a time, never past eBay's 10,000-item window."""
-        offset = 0
+        """One search, 200 at a time, never past eBay's 10,000-item window."""
+        params = {**search, "limit": PAGE_LIMIT, "offset": 0}
+        if self.settings.filter:
+            params["filter"] = self.settings.filter
+        url, offset = self.settings.search_url, 0
         while True:
-            params = {**search, "limit": PAGE_LIMIT, "offset": offset}
-            if self.settings.filter:
-                params["filter"] = self.settings.filter
-            page = self._get(params)
+            page = self._get(url, params)
             items = page.get("itemSummaries") or []
             yield from items
             total = page.get("total") if isinstance(page.get("total"), int) else 0
             offset += PAGE_LIMIT
-            if len(items) < PAGE_LIMIT or offset >= total:
+            if len(items) < PAGE_LIMIT or offset >= total or not page.get("next"):
                 return
-            if offset + PAGE_LIMIT > MAX_RESULTS:
+            if offset + PAGE_LIMIT > MAX_RESULTS:  # eBay would answer the next link with error 12029
                 self._truncated(search, total)
                 return
+            url, params = self._next(page["next"], params, offset)
+
+    def _next(self, link: str, params: dict, offset: int) -> tuple[str, dict | None]:
+        """Follow eBay's next link when it is on the configured host; otherwise page by offset."""
+        if urlsplit(link).netloc.lower() == urlsplit(self.settings.base_url).netloc.lower():
+            return link, None
+        return self.settings.search_url, {**params, "offset": offset}
 
     def _truncated(self, search: dict, total: int) -> None:
         what = " ".join(f"{k}={v!r}" for k, v in search.items())
@@ -123,12 +131,12 @@ class _BrowseApi:
         self.http.stats.warnings.append(note)
         log.warning("ebay: %s", note)
 
-    def _get(self, params: dict) -> dict:
+    def _get(self, url: str, params: dict | None) -> dict:
         try:
             if isinstance(self.auth, ClientCredentialsAuth):
-                return request_with_refresh(self.http, self.auth, "GET", self.settings.search_url, params=params,
+                return request_with_refresh(self.http, self.auth, "GET", url, params=params,
                                             headers=self.headers, check=self._check)
-            return self.http.request_json("GET", self.settings.search_url, params=params, headers=self.headers,
+            return self.http.request_json("GET", url, params=params, headers=self.headers,
                                           auth=self.auth, check=self._check)
         except AuthError as exc:
             if self.settings.static_token is not None and exc.status == 401:

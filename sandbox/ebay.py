@@ -165,7 +165,7 @@ class EbaySandbox(SandboxServer):
         key = f"q:{q}" if q else f"category:{category.split(',')[0]}"
         total, item_at = self.results(key)
         page = [self.item(item_at(i)) for i in range(offset, min(offset + limit, total))]
-        base = f"https://api.ebay.com{SEARCH_PATH}?"
+        base = f"{self.base_url}{SEARCH_PATH}?"
         params = {k: v for k, v in query.items() if k not in ("offset",)}
         body = {"href": base + urlencode({**params, "offset": offset}), "total": total, "limit": limit,
                 "offset": offset, "itemSummaries": page}
