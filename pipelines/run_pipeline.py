@@ -76,10 +76,10 @@ def run_provider(name: str, settings: Settings, opts: RunOptions, run_id: str, s
     lock = ProviderLock(settings.data_dir, name)
     if not opts.dry_run and not lock.acquire():
         return ProviderResult(status="locked", reason=f"another run holds {lock.path}")
-    http = CONNECTORS[name].make_client(settings.provider(name), _http_settings(settings, name, opts),
-                                        sleep=rt.sleep, now=rt.now, clock=rt.clock)
-    state = writer = None
+    http = state = writer = None
     try:
+        http = CONNECTORS[name].make_client(settings.provider(name), _http_settings(settings, name, opts),
+                                            sleep=rt.sleep, now=rt.now, clock=rt.clock)
         state = ProviderState.open(state_path(settings.data_dir, name), read_only=opts.dry_run)
         writer = (DryRunSink() if opts.dry_run else
                   PartitionWriter(settings.data_dir, name, run_id, started.date(), settings.output_file_mode))
@@ -93,14 +93,18 @@ def run_provider(name: str, settings: Settings, opts: RunOptions, run_id: str, s
         if state is not None:
             state.close()
         lock.release()
-        http.close()
-        result.requests, result.cache_hits = http.stats.requests, http.stats.cache_hits
-        result.partial_errors, result.warnings = http.stats.partial_errors, http.stats.warnings
-        if http.stats.partial_reason and result.status == "ok":  # a quota stopped it: kept, but partial
-            result.status, result.reason = "partial", http.stats.partial_reason
-        result.retries, result.throttle_wait_s = http.stats.retries, http.stats.throttle_wait_s
+        if http is not None:
+            http.close()
+            _take_stats(result, http.stats)
         result.duration_s = time.monotonic() - clock_start
     return result
+
+
+def _take_stats(result: ProviderResult, stats) -> None:
+    result.requests, result.cache_hits, result.retries = stats.requests, stats.cache_hits, stats.retries
+    result.throttle_wait_s, result.partial_errors, result.warnings = stats.throttle_wait_s, stats.partial_errors, stats.warnings
+    if stats.partial_reason and result.status == "ok":  # a quota stopped it: what came is kept
+        result.status, result.reason = "partial", stats.partial_reason
 
 
 def extract_load(name, settings, opts, run_id, started, rt, http, state, writer, result) -> None:
