@@ -28,6 +28,10 @@ log = logging.getLogger("pipeline.http")
 MIN_RETRY_WAIT_S = 1.0  # a zero or past Retry-After is no hint: never retry instantly
 MAX_RETRY_WAIT_S = 120.0
 MAX_BODY_BYTES = 256 * 1024 * 1024
+# Transport failures worth another attempt: refused or reset connections, timeouts (including our
+# whole-request deadline), and bodies cut short (short of Content-Length or a broken chunk).
+TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError)
 
 
 class ProviderError(Exception):
@@ -69,6 +73,10 @@ class RetriesExhausted(ProviderError):
     """Every attempt failed with a retryable error."""
 
 
+class CircuitOpen(ProviderError):
+    """Too many requests in a row failed: stop calling this provider for the rest of the run."""
+
+
 class QuotaExhausted(ProviderError):
     """A call quota is spent (ours or the provider's): stop calling, keep what was fetched."""
 
@@ -91,6 +99,7 @@ class HttpSettings:
     deadline_s: float = 300  # for the whole request: a read timeout alone lets a server trickle forever
     max_attempts: int = 6
     max_total_wait_s: float = 600
+    breaker_threshold: int = 5  # consecutive failed requests (attempts) that open the circuit
     cache_dir: Path | None = None  # None: no disk cache
     cache_ttl: timedelta = timedelta(hours=1)
     # False: answers are stored for later development runs but never replayed to this one, so a
@@ -187,6 +196,7 @@ class HttpClient:
         self.clock = clock
         self.stats = HttpStats()
         self._next_slot: float | None = None
+        self.consecutive_failures = 0
         self.on_send = on_send  # sees every network request first (a call budget may refuse it)
         self.session = self._session(secret_headers)
 
@@ -256,7 +266,7 @@ class HttpClient:
     ) -> Any:
         """Send with retries and return the parsed JSON body, or raise a ProviderError."""
         retrying = Retrying(
-            retry=retry_if_exception_type((RetryableError, requests.ConnectionError, requests.Timeout)),
+            retry=retry_if_exception_type((RetryableError, *TRANSPORT_ERRORS)),
             stop=stop_after_attempt(self.settings.max_attempts) | self._stop_on_total_wait,
             wait=self._wait,
             sleep=self._sleep_between_attempts,
@@ -267,7 +277,7 @@ class HttpClient:
             for attempt in retrying:
                 with attempt:
                     return self._once(method, url, json_body, params, data, headers, auth, check, cache)
-        except (RetryableError, requests.ConnectionError, requests.Timeout) as exc:
+        except (RetryableError, *TRANSPORT_ERRORS) as exc:
             attempts = retrying.statistics.get("attempt_number", 1)
             raise RetriesExhausted(
                 self.provider,
@@ -277,6 +287,18 @@ class HttpClient:
             ) from None
 
     def _once(self, method, url, json_body, params, data, headers, auth, check, cache):
+        if self.consecutive_failures >= self.settings.breaker_threshold:
+            raise CircuitOpen(self.provider, f"circuit open after {self.consecutive_failures} failed requests in a "
+                              "row; no more calls to this provider in this run")
+        try:
+            body = self._send(method, url, json_body, params, data, headers, auth, check, cache)
+        except (RetryableError, *TRANSPORT_ERRORS):
+            self.consecutive_failures += 1
+            raise
+        self.consecutive_failures = 0
+        return body
+
+    def _send(self, method, url, json_body, params, data, headers, auth, check, cache):
         kwargs = dict(json=json_body, params=params, data=data, headers=headers, auth=auth,
                       allow_redirects=False,
                       timeout=(self.settings.connect_timeout_s, self.settings.read_timeout_s))

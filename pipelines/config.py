@@ -136,6 +136,8 @@ class Settings:
     request_deadline_s: float
     max_attempts: int
     max_total_wait_s: float
+    breaker_threshold: int
+    rows_per_file: int
     shopify: ShopifySettings | None = None
     amazon: AmazonSettings | None = None
     ebay: EbaySettings | None = None
@@ -390,6 +392,8 @@ def load_settings(
         request_deadline_s=_number(env, "PIPELINE_REQUEST_DEADLINE_SECONDS", 300, minimum=0.1),
         max_attempts=_number(env, "PIPELINE_MAX_ATTEMPTS", 6, minimum=1, kind=int),
         max_total_wait_s=_number(env, "PIPELINE_MAX_RETRY_WAIT_SECONDS", 600),
+        breaker_threshold=_number(env, "PIPELINE_BREAKER_THRESHOLD", 5, minimum=1, kind=int),
+        rows_per_file=_number(env, "PIPELINE_ROWS_PER_FILE", 100_000, minimum=1, kind=int),
         shopify=shopify,
         amazon=amazon,
         ebay=ebay,

@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a script (cron, Task Scheduler): make th
 import click
 
 from connectors import CONNECTORS
-from connectors.http import HttpSettings, ProviderError
+from connectors.http import CircuitOpen, HttpSettings
 from normalize import amazon as amazon_normalizer
 from normalize import ebay as ebay_normalizer
 from normalize import shopify as shopify_normalizer
@@ -38,6 +38,7 @@ from storage import runlog
 from storage.lock import ProviderLock
 from storage.parquet import PartitionWriter
 from storage.quarantine import Quarantine, quarantine_path
+from storage.crash import crash_point
 from storage.recovery import recover
 from storage.state import ProviderState, state_path
 
@@ -82,12 +83,14 @@ def run_provider(name: str, settings: Settings, opts: RunOptions, run_id: str, s
                                             sleep=rt.sleep, now=rt.now, clock=rt.clock)
         state = ProviderState.open(state_path(settings.data_dir, name), read_only=opts.dry_run)
         writer = (DryRunSink() if opts.dry_run else
-                  PartitionWriter(settings.data_dir, name, run_id, started.date(), settings.output_file_mode))
+                  PartitionWriter(settings.data_dir, name, run_id, started.date(), settings.output_file_mode,
+                                  settings.rows_per_file))
         extract_load(name, settings, opts, run_id, started, rt, http, state, writer, result)
     except Exception as exc:
         _roll_back(writer, state, opts)
         result.status, result.written, result.files = "failed", 0, []
         result.error_type, result.error = type(exc).__name__, str(exc)
+        result.circuit = "open" if isinstance(exc, CircuitOpen) else None
         result.traceback = _write_traceback(settings, run_id, name, exc)
     finally:
         if state is not None:
@@ -120,6 +123,7 @@ def extract_load(name, settings, opts, run_id, started, rt, http, state, writer,
     records = connector.iter_records(http, provider_settings, since=_since(stored_mark, opts),
                                      lookback=settings.lookback, clock=rt.clock)
     for raws in batched(islice(records, opts.limit), BATCH_SIZE):
+        crash_point("after_fetch")
         result.fetched += len(raws)
         high_water_mark = max([high_water_mark, *map(connector.record_cursor, raws)], key=_cursor_key)
         products = normalize_batch(raws, normalizer, account=provider_settings.account, run_id=run_id,
@@ -195,6 +199,7 @@ def _http_settings(settings: Settings, name: str, opts: RunOptions) -> HttpSetti
         connect_timeout_s=settings.connect_timeout_s, read_timeout_s=settings.read_timeout_s,
         deadline_s=settings.request_deadline_s, max_attempts=settings.max_attempts,
         max_total_wait_s=settings.max_total_wait_s, cache_ttl=settings.cache_ttl,
+        breaker_threshold=settings.breaker_threshold,
         cache_dir=None if opts.no_cache else settings.cache_dir / name,
         cache_replay=opts.dry_run or opts.limit is not None,  # development runs replay; real runs refresh
     )

@@ -33,6 +33,7 @@ class SandboxServer:
     def __init__(self, port: int = 0):
         self.port = port
         self.faults: list[Fault] = []
+        self.latency_s = 0.0  # added before every API answer (to make runs overlap in race tests)
         self.log: list[dict] = []
         self._server = None
         self._thread = None
@@ -119,6 +120,8 @@ def _make_handler(sandbox: SandboxServer):
                 entry["status"] = status
                 sandbox.record(entry)
                 return self._send_json(status, body)
+            if sandbox.latency_s:
+                time.sleep(sandbox.latency_s)
             fault = sandbox.next_fault()
             if fault is not None:
                 entry.update(status=fault.status if fault.kind == "status" else fault.kind, fault=fault.kind)

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from normalize.models import SCHEMA, Product
+from storage.crash import crash_point
 
 SOURCE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 RUN_ID_RE = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
@@ -59,10 +60,13 @@ def write_table_atomic(table: pa.Table, path: Path, mode: int) -> None:
     try:
         with open(staging, "wb") as handle:
             pq.write_table(table, handle, compression=COMPRESSION, row_group_size=ROWS_PER_FILE)
+            crash_point("mid_tmp_write")
             handle.flush()
             os.fsync(handle.fileno())
+        crash_point("after_fsync")
         os.chmod(staging, mode)
         os.replace(staging, path)
+        crash_point("after_rename")
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
@@ -89,6 +93,7 @@ class PartitionWriter:
         while len(self.buffer) >= self.rows_per_file:
             self._flush(self.buffer[: self.rows_per_file])
             del self.buffer[: self.rows_per_file]
+            crash_point("between_files")
 
     def close(self) -> list[Path]:
         """Flush what is buffered; returns every file written, relative to the data directory."""

@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+from storage.crash import armed, crash_point
+
 
 def runlog_path(logs_dir: Path) -> Path:
     return logs_dir / "runs.jsonl"
@@ -20,13 +22,28 @@ def append(logs_dir: Path, record: dict) -> Path:
     logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = runlog_path(logs_dir)
     line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+    if _ends_torn(path):  # a run killed mid-append left half a line: start ours on a fresh one
+        line = b"\n" + line
+    crash_point("before_runlog")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
+        if armed("during_runlog"):
+            os.write(fd, line[: len(line) // 2])
+            crash_point("during_runlog")
         os.write(fd, line)
         os.fsync(fd)
     finally:
         os.close(fd)
     return path
+
+
+def _ends_torn(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) != b"\n"
+    except OSError:  # missing or empty
+        return False
 
 
 def read(logs_dir: Path) -> list[dict]:

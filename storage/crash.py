@@ -1,0 +1,22 @@
+"""Named crash points for the crash-safety tests: PIPELINE_CRASH_AT=<name> SIGKILLs the process there.
+
+Unset (always, outside those tests) each call is one dictionary lookup. SIGKILL, not an exception:
+nothing gets to clean up, exactly as when the machine loses power or the OOM killer strikes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+POINTS = ("after_fetch", "mid_tmp_write", "after_fsync", "after_rename", "between_files",
+          "before_runlog", "during_runlog")
+
+
+def crash_point(name: str) -> None:
+    if os.environ.get("PIPELINE_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def armed(name: str) -> bool:
+    return os.environ.get("PIPELINE_CRASH_AT") == name
