@@ -32,4 +32,5 @@ def raw_hash(source: str, normalizer_version: int, record, drop: Iterable[str] =
     dropped = TRANSPORT_KEYS | frozenset(drop)
     text = json.dumps(canonical(record, dropped), sort_keys=True, separators=(",", ":"),
                       ensure_ascii=False, default=str)
-    return hashlib.sha256(f"{source}/{normalizer_version}\n{text}".encode()).hexdigest()
+    # surrogatepass: a lone surrogate from the API must not crash hashing (the model rejects it)
+    return hashlib.sha256(f"{source}/{normalizer_version}\n{text}".encode("utf-8", "surrogatepass")).hexdigest()

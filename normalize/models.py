@@ -8,12 +8,13 @@ price: free items exist); every URL http or https.
 from __future__ import annotations
 
 import typing
+import unicodedata
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Annotated, Literal, Optional
 
 import pyarrow as pa
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 SCHEMA_VERSION = 1
 PRICE_TYPE = pa.decimal128(18, 4)
@@ -38,13 +39,52 @@ def _money(value: Decimal | None) -> Decimal | None:
     return None if value is None else value.quantize(Decimal("0.0001"))
 
 
+TITLE_MAX = 1_000
+DESCRIPTION_MAX = 50_000
+
+
+def _clean_text(limit: int, required: bool = False, multiline: bool = False):
+    """NFC, control and invisible format characters dropped, whitespace collapsed, length capped."""
+
+    def one_line(text: str) -> str:
+        kept = "".join(" " if ch.isspace() else ch for ch in text
+                       if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn"))
+        return " ".join(kept.split())
+
+    def clean(value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = unicodedata.normalize("NFC", value)
+        lines = value.splitlines() if multiline else [value]
+        value = "\n".join(line for line in map(one_line, lines) if line)[:limit]
+        if required and not value:
+            raise ValueError("must not be empty (once control and invisible characters are removed)")
+        return value
+
+    return clean
+
+
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+Title = Annotated[str, AfterValidator(_clean_text(TITLE_MAX, required=True))]
+Description = Annotated[Optional[str], AfterValidator(_clean_text(DESCRIPTION_MAX, multiline=True))]
 Url = Annotated[Optional[str], AfterValidator(_http_url)]
 Money = Annotated[
     Optional[Decimal], Field(ge=0, lt=Decimal("1e14"), allow_inf_nan=False), AfterValidator(_money)
 ]
 UtcTime = Annotated[Optional[datetime], AfterValidator(_utc)]
 Currency = Annotated[Optional[str], StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+def _encodable(value):
+    """Refuse text Parquet cannot store (a lone UTF-16 surrogate from a broken JSON escape)."""
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("contains an invalid character (a lone surrogate)") from None
+    return value
 
 
 class Variant(BaseModel):
@@ -59,6 +99,8 @@ class Variant(BaseModel):
     inventory_quantity: Optional[int] = None
     available: Optional[bool] = None
 
+    _text_is_encodable = field_validator("id", "sku", "barcode", "title")(_encodable)
+
 
 class Product(BaseModel):
     """One content version of one product from one provider account."""
@@ -68,8 +110,8 @@ class Product(BaseModel):
     source: Literal["shopify", "amazon", "ebay"]
     account: Text
     source_id: Text
-    title: Text
-    description: Optional[str] = None
+    title: Title
+    description: Description = None
     brand: Optional[str] = None
     category: Optional[str] = None
     url: Url = None
@@ -96,6 +138,10 @@ class Product(BaseModel):
     run_id: Text
     raw_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
     schema_version: int = SCHEMA_VERSION
+
+    _text_is_encodable = field_validator(
+        "account", "source_id", "brand", "category", "url", "image_url", "availability", "condition", "seller",
+        "item_country", "buying_options", "sku", "gtin", "epid", "tags", "description")(_encodable)
 
 
 def _arrow_type(annotation) -> pa.DataType:
