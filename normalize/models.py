@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Annotated, Literal, Optional
 
 import pyarrow as pa
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 SCHEMA_VERSION = 1
 PRICE_TYPE = pa.decimal128(18, 4)
@@ -75,18 +75,6 @@ UtcTime = Annotated[Optional[datetime], AfterValidator(_utc)]
 Currency = Annotated[Optional[str], StringConstraints(pattern=r"^[A-Z]{3}$")]
 
 
-def _encodable(value):
-    """Refuse text Parquet cannot store (a lone UTF-16 surrogate from a broken JSON escape)."""
-    items = value if isinstance(value, list) else [value]
-    for item in items:
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("contains an invalid character (a lone surrogate)") from None
-    return value
-
-
 class Variant(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -98,8 +86,6 @@ class Variant(BaseModel):
     compare_at_price: Money = None
     inventory_quantity: Optional[int] = None
     available: Optional[bool] = None
-
-    _text_is_encodable = field_validator("id", "sku", "barcode", "title")(_encodable)
 
 
 class Product(BaseModel):
@@ -138,10 +124,6 @@ class Product(BaseModel):
     run_id: Text
     raw_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
     schema_version: int = SCHEMA_VERSION
-
-    _text_is_encodable = field_validator(
-        "account", "source_id", "brand", "category", "url", "image_url", "availability", "condition", "seller",
-        "item_country", "buying_options", "sku", "gtin", "epid", "tags", "description")(_encodable)
 
 
 def _arrow_type(annotation) -> pa.DataType:
