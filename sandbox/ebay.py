@@ -36,11 +36,15 @@ def _error(status: int, error_id: int, message: str, domain: str = "API_BROWSE",
 class EbaySandbox(SandboxServer):
     def __init__(self, *, client_id: str = "sandbox-client-id", client_secret: str = "sandbox-client-secret",
                  token_lifetime_s: float = 7200, requests_per_second: float = 5.0, daily_quota: int = 5000,
+                 revoke_tokens_every: int | None = None, next_host: str | None = None,
                  clock=time.monotonic, port: int = 0):
         super().__init__(port=port)
         self.client_id, self.client_secret = client_id, client_secret
         self.token_lifetime_s, self.min_interval = token_lifetime_s, 1.0 / requests_per_second
         self.daily_quota, self.clock = daily_quota, clock
+        self.revoke_tokens_every = revoke_tokens_every  # expire every token on each Nth search call
+        self.next_host = next_host  # put next links on another host (a client must not follow with its token)
+        self.api_calls = 0
         self.tokens: dict[str, float] = {}
         self.search_calls = self.rate_limited = self.minted = 0
         self.unknown_parameters: list[str] = []
@@ -109,6 +113,9 @@ class EbaySandbox(SandboxServer):
             return self._token(headers, raw)
         if method != "GET" or path != SEARCH_PATH:
             return 404, {"errors": [{"errorId": 404, "message": "Not found"}]}, {}
+        self.api_calls += 1
+        if self.revoke_tokens_every and self.api_calls % self.revoke_tokens_every == 0:
+            self.expire_tokens()
         header = headers.get("Authorization") or ""
         expires = self.tokens.get(header[len("Bearer "):]) if header.startswith("Bearer ") else None
         if expires is None or self.clock() >= expires:
@@ -165,7 +172,7 @@ class EbaySandbox(SandboxServer):
         key = f"q:{q}" if q else f"category:{category.split(',')[0]}"
         total, item_at = self.results(key)
         page = [self.item(item_at(i)) for i in range(offset, min(offset + limit, total))]
-        base = f"{self.base_url}{SEARCH_PATH}?"
+        base = f"{self.next_host or self.base_url}{SEARCH_PATH}?"
         params = {k: v for k, v in query.items() if k not in ("offset",)}
         body = {"href": base + urlencode({**params, "offset": offset}), "total": total, "limit": limit,
                 "offset": offset, "itemSummaries": page}
