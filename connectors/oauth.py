@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import requests
 
 from connectors.http import AuthError, HttpClient, ResponseError
+from pipelines.redact import remember
 
 DEFAULT_EXPIRES_IN_S = 3600  # when the answer has no expires_in
 REFRESH_MARGIN_S = 60  # re-mint this long before expiry (a tenth of the lifetime for short tokens)
@@ -43,6 +44,7 @@ class ClientCredentialsAuth(requests.auth.AuthBase):
             expires_in = body.get("expires_in")
             lifetime = float(expires_in) if isinstance(expires_in, (int, float)) and expires_in > 0 else DEFAULT_EXPIRES_IN_S
             margin = min(REFRESH_MARGIN_S, lifetime / 10)
+            remember(token)
             self._token, self._expires_at = token, self.clock() + lifetime - margin
             self.minted += 1
         return self._token

@@ -18,23 +18,36 @@ PATTERNS = [
 ]
 
 
+_RUNTIME_SECRETS: set[str] = set()
+
+
+def remember(secret: str) -> None:
+    """Register a secret learned at run time (a minted access token) for redaction by value."""
+    if secret and len(secret) >= 8:
+        _RUNTIME_SECRETS.add(secret)
+
+
 class Redactor:
     """Replaces known secret values (plain, URL-encoded, base64) and token-shaped strings."""
 
     def __init__(self, secrets: list[str] = ()):
-        forms = set()
-        for secret in secrets:
-            if len(secret) < 4:
-                continue
-            forms.update({secret, quote(secret, safe=""), base64.b64encode(secret.encode()).decode()})
-        self.values = sorted(forms, key=len, reverse=True)
+        self.values = _forms(secrets)
 
     def __call__(self, text: str) -> str:
-        for value in self.values:
+        for value in [*self.values, *_forms(_RUNTIME_SECRETS)]:
             text = text.replace(value, MASK)
         for pattern in PATTERNS:
             text = pattern.sub(MASK, text)
         return text
+
+
+def _forms(secrets) -> list[str]:
+    """Each secret as written plain, URL-encoded and base64-encoded, longest first."""
+    forms = set()
+    for secret in secrets:
+        if len(secret) >= 4:
+            forms.update({secret, quote(secret, safe=""), base64.b64encode(secret.encode()).decode()})
+    return sorted(forms, key=len, reverse=True)
 
 
 class RedactingFilter(logging.Filter):

@@ -374,6 +374,7 @@ def cli(ctx, providers, limit, dry_run, no_cache, full_refresh, since, verbose, 
         return
     if full_refresh and since:
         raise click.UsageError("--full-refresh and --since exclude each other: pick one.")
+    _refuse_shared_env_file(env_file)
     try:
         settings = load_settings(read_environment(env_file), data_dir=data_dir, logs_dir=logs_dir,
                                  cache_dir=cache_dir)
@@ -392,6 +393,16 @@ def cli(ctx, providers, limit, dry_run, no_cache, full_refresh, since, verbose, 
         locks = "; ".join(p["reason"] for p in record["providers"].values() if p["status"] == "locked")
         click.echo(f"Every selected provider is locked by another run ({locks}). Nothing was done.", err=True)
     ctx.exit(code)
+
+
+def _refuse_shared_env_file(env_file: Path) -> None:
+    """Like ssh with a private key: a secrets file others can read is a configuration error."""
+    if os.name != "posix" or not env_file.is_file():
+        return
+    mode = env_file.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigProblem(f"{env_file} holds secrets but other users can read it (mode {mode:04o}); "
+                            f"make it yours alone: chmod 600 {env_file}")
 
 
 def _check_selection(settings: Settings, providers) -> None:

@@ -1,0 +1,118 @@
+"""Secrets never leak: sentinel credentials made at run time travel to the sandboxes (checked first,
+so the test cannot pass vacuously), then every error path runs, then every byte the pipeline
+left behind is searched for each sentinel in plain, URL-encoded and base64 form.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import stat
+from urllib.parse import quote
+
+import pytest
+
+from sandbox.amazon import LWA_PATH, AmazonSandbox
+from sandbox.catalog import CatalogSpec
+from sandbox.ebay import EbaySandbox
+from sandbox.server import Fault
+from sandbox.shopify import ShopifySandbox
+
+
+def forms(secret: str) -> list[bytes]:
+    return [secret.encode(), quote(secret, safe="").encode(), base64.b64encode(secret.encode())]
+
+
+@pytest.fixture
+def sentinels():
+    tag = secrets.token_hex(12)
+    return {"shopify": f"sentinel-shopify-{tag}", "amazon": f"sentinel-amazon-{tag}", "ebay": f"sentinel-ebay-{tag}"}
+
+
+def test_no_sentinel_secret_survives_any_error_path(run, dirs, clock, sentinels):
+    outputs = []
+    with ShopifySandbox(CatalogSpec(size=60), token=sentinels["shopify"], throttle=False) as shop, \
+            AmazonSandbox(clock=clock, credential_secret=sentinels["amazon"], token_lifetime_s=5) as amazon, \
+            EbaySandbox(clock=clock, client_secret=sentinels["ebay"], token_lifetime_s=3) as ebay:
+        env = {"SHOPIFY_API_BASE_URL": shop.base_url, "SHOPIFY_SHOP_DOMAIN": "test-shop.myshopify.com",
+               "SHOPIFY_ACCESS_TOKEN": sentinels["shopify"],
+               "AMAZON_API_BASE_URL": amazon.base_url, "AMAZON_TOKEN_URL": amazon.base_url + LWA_PATH,
+               "AMAZON_CREATORS_CREDENTIAL_ID": amazon.credential_id,
+               "AMAZON_CREATORS_CREDENTIAL_SECRET": sentinels["amazon"], "AMAZON_CREATORS_VERSION": "3.1",
+               "AMAZON_PARTNER_TAG": amazon.partner_tag, "AMAZON_SEARCH_KEYWORDS": "mug,lantern",
+               "EBAY_API_BASE_URL": ebay.base_url, "EBAY_CLIENT_ID": ebay.client_id,
+               "EBAY_CLIENT_SECRET": sentinels["ebay"], "EBAY_SEARCH_QUERIES": "steel mug",
+               "PIPELINE_MAX_ATTEMPTS": "2", "PIPELINE_REQUEST_DEADLINE_SECONDS": "1"}
+
+        def go(*args):
+            result, record = run(None, *args, env=env)
+            outputs.append(result.output)
+            return result
+
+        assert go("--verbose").exit_code == 0  # a good run: files, cache, state, run log
+        # 1. Each sentinel really reached its sandbox.
+        assert any(e["headers"].get("X-Shopify-Access-Token") == sentinels["shopify"] for e in shop.log)
+        assert any(sentinels["amazon"] in e.get("body", "") for e in amazon.log)
+        basic = base64.b64encode(f"{ebay.client_id}:{sentinels['ebay']}".encode()).decode()
+        assert any(e["headers"].get("Authorization") == f"Basic {basic}" for e in ebay.log)
+        minted = [*amazon.tokens, *ebay.tokens]
+        assert minted
+        # 2. Every error path.
+        shop.inject(Fault("status", status=401, times=99, body={"errors": "[API] Invalid API key or access token"}))
+        amazon.inject(Fault("status", status=500, times=99))
+        ebay.inject(Fault("trickle", seconds=2, times=99))
+        assert go("--verbose").exit_code == 1
+        shop.faults.clear(), amazon.faults.clear(), ebay.faults.clear()
+        amazon.expire_tokens(), ebay.expire_tokens()
+        bad = sorted(shop.products)[:30]
+        for pid in bad:  # half the catalog breaks a rule: quarantine and a failed quality gate
+            shop.products[pid] = {**shop.products[pid], "title": ""}
+        shop._sorted = None
+        go("--verbose", "--full-refresh")
+        shop.inject(Fault("redirect", times=99))
+        go("--verbose", "--dry-run", "--no-cache")
+        minted = [*amazon.tokens, *ebay.tokens, *minted]
+    # 3. Search everything the pipeline wrote or printed.
+    haystack = [("output", "\n".join(outputs).encode())]
+    for root in dirs.values():
+        for path in root.rglob("*"):
+            if path.is_file():
+                haystack.append((str(path), path.read_bytes()))
+    assert any("tracebacks" in name for name, _ in haystack) and any("quarantine" in name for name, _ in haystack)
+    assert any(name.endswith(".parquet") for name, _ in haystack) and any("http_cache" in name for name, _ in haystack)
+    needles = [*sentinels.values(), *minted]
+    hits = [(name, needle) for name, data in haystack for needle in needles for form in forms(needle) if form in data]
+    print(f"searched {len(haystack)} files and outputs for {len(needles)} secrets in 3 forms: {len(hits)} hits")
+    assert hits == []
+
+
+def test_private_files_are_the_owners_alone(sandbox, run, dirs):
+    sandbox.inject(Fault("status", status=401, times=1))
+    run(sandbox)  # a failed run: traceback
+    run(sandbox)  # a good run: cache, state, Parquet
+    private = [p for p in [*dirs["logs"].rglob("*"), *dirs["cache"].rglob("*"), *(dirs["data"] / "state").rglob("*"),
+                           *(dirs["data"] / ".locks").rglob("*")]]
+    assert any("tracebacks" in str(p) for p in private)
+    for path in private:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), f"{path}: {mode:o}"
+    for path in (dirs["data"] / "normalized").rglob("*.parquet"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_output_mode_is_configurable(sandbox, run, dirs):
+    run(sandbox, env={"PIPELINE_OUTPUT_FILE_MODE": "0600"})
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (dirs["data"] / "normalized").rglob("*.parquet")} == {0o600}
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+@pytest.mark.parametrize("mode, refused", [(0o644, True), (0o640, True), (0o604, True), (0o600, False), (0o400, False)])
+def test_an_env_file_others_can_read_is_refused(sandbox, run, tmp_path, mode, refused):
+    env_file = tmp_path / ".env"
+    env_file.write_text("SHOPIFY_API_VERSION=2026-10\n")
+    env_file.chmod(mode)
+    result, _ = run(sandbox, "--env-file", str(env_file))
+    assert (result.exit_code == 2) == refused, result.output
+    if refused:
+        assert "chmod 600" in result.output and str(env_file) in result.output
