@@ -136,3 +136,22 @@ def test_partition_values_cannot_escape_the_data_directory(tmp_path, source):
 def test_file_names_cannot_escape(run_id):
     with pytest.raises(ValueError):
         parquet.file_name(run_id, 1)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+HOSTILE = st.one_of(st.text(max_size=30), st.sampled_from(["..", "../x", "/etc", "a\x00b", "%2e%2e%2f", "a/../b",
+                                                            "shopify\n", "..\\x", "ｓｈｏｐｉｆｙ"]))
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(source=HOSTILE, run_id=HOSTILE)
+def test_no_source_or_run_id_can_place_a_file_outside_the_data_directory(tmp_path_factory, source, run_id):
+    root = tmp_path_factory.getbasetemp() / "root"
+    try:
+        path = partition_dir(root, source, DAY) / parquet.file_name(run_id, 1)
+    except ValueError:
+        return
+    assert path.resolve().is_relative_to((root / "normalized" / "products").resolve())
+    assert "\x00" not in str(path) and ".." not in path.relative_to(root).parts
