@@ -5,6 +5,7 @@ partial file, never state advanced for a failed provider, never a bad answer cac
 
 from __future__ import annotations
 
+import copy
 import json
 import sqlite3
 from datetime import datetime, timedelta, timezone
@@ -75,7 +76,7 @@ RECOVERABLE = {
 
 @pytest.mark.parametrize("name", RECOVERABLE)
 def test_recoverable_faults_end_with_complete_correct_data(sandbox, run, dirs, clock, name):
-    faults, waits_ok = RECOVERABLE[name]
+    faults, waits_ok = copy.deepcopy(RECOVERABLE[name][0]), RECOVERABLE[name][1]
     for fault in faults:
         if fault.headers.get("Retry-After") == "in 30 s":  # dated when the test runs, not at import
             fault.headers = {"Retry-After": http_date_in(30)}
