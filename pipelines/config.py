@@ -138,6 +138,10 @@ class Settings:
     max_total_wait_s: float
     breaker_threshold: int
     rows_per_file: int
+    anomaly_window: int
+    anomaly_factor: float
+    anomaly_floor: int
+    metrics_file: Path | None
     shopify: ShopifySettings | None = None
     amazon: AmazonSettings | None = None
     ebay: EbaySettings | None = None
@@ -394,6 +398,10 @@ def load_settings(
         max_total_wait_s=_number(env, "PIPELINE_MAX_RETRY_WAIT_SECONDS", 600),
         breaker_threshold=_number(env, "PIPELINE_BREAKER_THRESHOLD", 5, minimum=1, kind=int),
         rows_per_file=_number(env, "PIPELINE_ROWS_PER_FILE", 100_000, minimum=1, kind=int),
+        anomaly_window=_number(env, "PIPELINE_ANOMALY_WINDOW", 8, minimum=1, kind=int),
+        anomaly_factor=_number(env, "PIPELINE_ANOMALY_FACTOR", 3.0, minimum=1.0),
+        anomaly_floor=_number(env, "PIPELINE_ANOMALY_FLOOR", 50, minimum=0, kind=int),
+        metrics_file=_path(env, "PIPELINE_METRICS_FILE", None, None) if _get(env, "PIPELINE_METRICS_FILE") else None,
         shopify=shopify,
         amazon=amazon,
         ebay=ebay,

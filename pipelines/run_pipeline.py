@@ -29,12 +29,13 @@ from connectors.http import CircuitOpen, HttpSettings
 from normalize import amazon as amazon_normalizer
 from normalize import ebay as ebay_normalizer
 from normalize import shopify as shopify_normalizer
-from pipelines import __version__
+from pipelines import __version__, anomaly, metrics
+from pipelines.anomaly import AnomalyRules
 from pipelines.config import PROVIDERS, REPO_ROOT, ConfigError, Settings, load_settings, read_environment
 from pipelines.redact import Redactor, RedactingFilter
 from pipelines.stages import (BATCH_SIZE, DryRunSink, Progress, ProviderResult, batched, keep_new,
                               normalize_batch)
-from storage import runlog
+from storage import history_db, runlog
 from storage.lock import ProviderLock
 from storage.parquet import PartitionWriter
 from storage.quarantine import Quarantine, quarantine_path
@@ -59,6 +60,7 @@ class RunOptions:
     no_cache: bool
     full_refresh: bool
     since: datetime | None
+    fail_on_anomaly: bool = False
 
 
 @dataclass
@@ -173,24 +175,84 @@ def execute(settings: Settings, opts: RunOptions, rt: Runtime) -> tuple[int, dic
         log.info("%s: starting (%s)", name, _mode(opts))
         results[name] = result = run_provider(name, settings, opts, run_id, started, rt)
         _report(name, result, opts)
-    code = _exit_code([results[n] for n in selected])
+    history = runlog.read(settings.logs_dir)
+    anomalies = _find_anomalies(settings, opts, results, history)
+    code = _exit_code([results[n] for n in selected], bool(anomalies) and opts.fail_on_anomaly)
     finished = rt.now()
     record = {
         "run_id": run_id,
         "started_at": started.isoformat(),
         "finished_at": finished.isoformat(),
         "duration_s": round((finished - started).total_seconds(), 3),
-        "status": {0: "ok", 1: "failed", 3: "partial", 75: "locked"}[code],
+        "status": {0: "ok", 1: "failed", 3: "partial", 4: "anomaly", 75: "locked"}[code],
         "exit_code": code,
         "dry_run": opts.dry_run,
         "limited": opts.limit is not None,
         "options": {"providers": list(selected), "limit": opts.limit, "dry_run": opts.dry_run,
                     "no_cache": opts.no_cache, "full_refresh": opts.full_refresh,
-                    "since": opts.since.isoformat() if opts.since else None},
+                    "since": opts.since.isoformat() if opts.since else None,
+                    "fail_on_anomaly": opts.fail_on_anomaly},
         "providers": {n: r.as_log() for n, r in results.items()},
+        "anomalies": anomalies,
+        "errors": _error_summary(results),
     }
     runlog.append(settings.logs_dir, record)
+    _publish(settings, record, [*history, record])
     return code, record
+
+
+def _find_anomalies(settings: Settings, opts: RunOptions, results: dict, history: list[dict]) -> list[dict]:
+    """Check each provider's volumes against its rolling median; record and print what is off."""
+    if opts.dry_run or opts.limit is not None:
+        return []  # dry and limited runs neither count toward the baseline nor get judged
+    rules = AnomalyRules(settings.anomaly_window, settings.anomaly_factor, settings.anomaly_floor)
+    found = []
+    for name, result in results.items():
+        if result.status not in ("ok", "partial"):
+            continue
+        verdict = anomaly.detect({"fetched": result.fetched, "written": result.written}, history, name, rules)
+        result.cold_start, result.anomalies = verdict["cold_start"], verdict["anomalies"]
+        for item in verdict["anomalies"]:
+            log.warning("ANOMALY %s", anomaly.describe(name, item))
+            found.append({"provider": name, **item})
+    return found
+
+
+def _error_summary(results: dict) -> dict:
+    """Errors grouped by provider and type, with counts."""
+    by_provider = {}
+    for name, r in results.items():
+        kinds = {}
+        if r.error_type:
+            kinds[r.error_type] = 1
+        if r.quarantined:
+            kinds["Quarantined"] = r.quarantined
+        if r.partial_errors:
+            kinds["PartialError"] = r.partial_errors
+        if r.status == "partial":
+            kinds["Partial"] = 1
+        if kinds:
+            by_provider[name] = kinds
+    return {"total": sum(sum(k.values()) for k in by_provider.values()), "by_provider": by_provider}
+
+
+def _publish(settings: Settings, record: dict, history: list[dict]) -> None:
+    """The SQLite history and the metrics file: reported when they fail, never failing the run."""
+    try:
+        history_db.write(settings.logs_dir, record)
+    except Exception as exc:  # noqa: BLE001 - a sink must not sink the run
+        log.warning("run history: could not write %s: %s", history_db.history_path(settings.logs_dir), exc)
+    if settings.metrics_file is None or record["dry_run"]:
+        return
+    last_success = {}
+    for past in history:
+        for name in past.get("providers", {}):
+            if anomaly.is_baseline_run(past, name):
+                last_success[name] = past["finished_at"]
+    try:
+        metrics.write(settings.metrics_file, metrics.render(record, last_success))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("metrics: could not write %s: %s", settings.metrics_file, exc)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -250,12 +312,14 @@ def _write_traceback(settings: Settings, run_id: str, name: str, exc: BaseExcept
         return None
 
 
-def _exit_code(results: list[ProviderResult]) -> int:
+def _exit_code(results: list[ProviderResult], anomaly_fails: bool = False) -> int:
     statuses = {r.status for r in results}
     if statuses and statuses == {"locked"}:
         return EXIT_LOCKED
     if "failed" in statuses:
         return EXIT_FAILED
+    if anomaly_fails:
+        return EXIT_ANOMALY
     if "partial" in statuses:
         return EXIT_PARTIAL
     return EXIT_OK
@@ -352,6 +416,8 @@ Exit codes: 0 ok; 1 a provider failed; 2 usage or configuration error;
 @click.option("--full-refresh", is_flag=True, help="Ignore the high-water mark and fetch everything.")
 @click.option("--since", callback=_parse_since, metavar="ISO-8601",
               help="Fetch changes after this time instead of the high-water mark.")
+@click.option("--fail-on-anomaly", is_flag=True,
+              help="Exit 4 when a provider's volumes are off their rolling median (they are always logged).")
 @click.option("--verbose", "-v", is_flag=True, help="Log every request.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only warnings and errors.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -364,7 +430,7 @@ Exit codes: 0 ok; 1 a provider failed; 2 usage or configuration error;
               default=REPO_ROOT / ".env", show_default="<repo>/.env", help="Settings file read under the environment.")
 @click.version_option(__version__, prog_name="run_pipeline")
 @click.pass_context
-def cli(ctx, providers, limit, dry_run, no_cache, full_refresh, since, verbose, quiet,
+def cli(ctx, providers, limit, dry_run, no_cache, full_refresh, since, fail_on_anomaly, verbose, quiet,
         data_dir, logs_dir, cache_dir, env_file):
     """Pull product catalogs from Shopify, Amazon and eBay into date-partitioned Parquet.
 
@@ -382,7 +448,7 @@ def cli(ctx, providers, limit, dry_run, no_cache, full_refresh, since, verbose, 
         raise ConfigProblem(str(exc)) from None
     _check_selection(settings, providers)
     handler = _setup_logging(verbose, quiet, Redactor(settings.secrets()))
-    opts = RunOptions(providers, limit, dry_run, no_cache, full_refresh, since)
+    opts = RunOptions(providers, limit, dry_run, no_cache, full_refresh, since, fail_on_anomaly)
     old_umask = os.umask(0o077)  # cache, state, logs and tracebacks are the owner's alone
     try:
         code, record = execute(settings, opts, ctx.obj if isinstance(ctx.obj, Runtime) else Runtime())
@@ -417,6 +483,48 @@ def _check_selection(settings: Settings, providers) -> None:
     elif all(p in settings.not_configured for p in PROVIDERS):
         raise ConfigProblem("no provider is configured: set the variables of at least one provider "
                             "in the environment or in .env (see .env.example).")
+
+
+@cli.command()
+@click.option("--last", type=click.IntRange(min=1), default=20, show_default=True, help="Runs in the table.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a self-contained HTML report (charts of volumes and durations) here.")
+@click.option("--max-age", metavar="DURATION",
+              help="SLA check: exit 5 if any configured provider's last successful full run is older (e.g. 12h).")
+@click.pass_context
+def report(ctx, last, html_path, max_age):
+    """Show recent runs; optionally write an HTML report or check data freshness.
+
+    \b
+    Examples:
+      run_pipeline.py report
+      run_pipeline.py report --html logs/report.html
+      run_pipeline.py report --max-age 13h     # from a monitoring cron: exit 5 when stale
+    """
+    from pipelines import report as reports
+
+    group = ctx.parent.params
+    _refuse_shared_env_file(group["env_file"])
+    try:
+        settings = load_settings(read_environment(group["env_file"]), data_dir=group["data_dir"],
+                                 logs_dir=group["logs_dir"], cache_dir=group["cache_dir"])
+        window = reports.parse_duration(max_age) if max_age else None
+    except (ConfigError, ValueError) as exc:
+        raise ConfigProblem(str(exc)) from None
+    history = runlog.read(settings.logs_dir)
+    click.echo(reports.table(history, last) if history else f"No runs recorded in {runlog.runlog_path(settings.logs_dir)}.")
+    if html_path:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        html_path.write_text(reports.html_report(history), encoding="utf-8")
+        click.echo(f"HTML report: {html_path}")
+    if window is not None:
+        configured = [p for p in PROVIDERS if p not in settings.not_configured]
+        stale = reports.stale_providers(history, configured, window, datetime.now(timezone.utc))
+        for name, why in stale.items():
+            click.echo(f"STALE {name}: {why} (limit {max_age})", err=True)
+        if stale:
+            ctx.exit(EXIT_STALE)
+        click.echo(f"Fresh: every configured provider ({', '.join(configured)}) succeeded within {max_age}.")
 
 
 if __name__ == "__main__":

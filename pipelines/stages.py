@@ -38,6 +38,8 @@ class ProviderResult:
     high_water_mark: list | None = None
     files: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+    cold_start: bool | None = None  # fewer successful full runs than the anomaly window
+    anomalies: list | None = None
     circuit: str | None = None  # "open" when the circuit breaker stopped calls to this provider
     error_type: str | None = None
     error: str | None = None
