@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test sandbox run-pipeline clean-demo secrets-scan hooks crash-test race-test
+.PHONY: demo test sandbox run-pipeline clean-demo secrets-scan hooks crash-test race-test check-airflow \
+	check-workflow check-report crontab prune-logs
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +36,25 @@ crash-test: $(STAMP)  ## 30 random SIGKILLs of sandbox runs, each followed by a 
 
 race-test: $(STAMP)  ## 50 races of two runs of the same provider
 	RACES=$${RACES:-50} $(PY) -m pytest -q -s tests/test_overlap.py
+
+AIRFLOW_VENV := .venv-airflow
+$(AIRFLOW_VENV)/.installed: deploy/airflow/requirements-airflow.txt
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/airflow/requirements-airflow.txt
+	touch $@
+
+check-airflow: $(AIRFLOW_VENV)/.installed  ## the Airflow DAG loads in a DagBag with the expected tasks
+	AIRFLOW_HOME=$$(mktemp -d) $(AIRFLOW_VENV)/bin/python tools/check_airflow_dag.py
+
+check-workflow: $(STAMP)  ## the GitHub workflow validates against GitHub's schema and passes zizmor
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/pipeline.yml
+	$(VENV)/bin/zizmor --offline --config .github/zizmor.yml .github/workflows/pipeline.yml
+
+crontab: $(STAMP)  ## print a crontab line for this checkout (every 6 hours; EVERY_HOURS=N to change)
+	@$(PY) tools/schedule.py crontab --every-hours $${EVERY_HOURS:-6}
+
+prune-logs:  ## delete daily pipeline logs older than 30 days (KEEP_DAYS=N to change)
+	find logs -maxdepth 1 -name 'pipeline_*.log' -mtime +$${KEEP_DAYS:-30} -print -delete
 
 clean-demo:
 	rm -rf .demo
