@@ -56,5 +56,9 @@ crontab: $(STAMP)  ## print a crontab line for this checkout (every 6 hours; EVE
 prune-logs:  ## delete daily pipeline logs older than 30 days (KEEP_DAYS=N to change)
 	find logs -maxdepth 1 -name 'pipeline_*.log' -mtime +$${KEEP_DAYS:-30} -print -delete
 
+check-report: $(STAMP)  ## render the HTML report in headless Chromium (installs Debian's chromium if missing)
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	$(PY) tools/check_report.py --chromium chromium
+
 clean-demo:
 	rm -rf .demo

@@ -119,7 +119,7 @@ def html_report(history: list[dict], generated: datetime | None = None, last: in
 body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2rem; color: #222; max-width: 820px; }}
 figure {{ margin: 1.5rem 0; }} figcaption {{ font-weight: 600; margin-bottom: .3rem; }}
 svg {{ width: 100%; height: auto; background: #fafafa; border: 1px solid #ddd; }}
-.axis {{ stroke: #999; }} .tick, .legend {{ font-size: 11px; fill: #555; }} .legend {{ font-weight: 600; }}
+.axis {{ stroke: #999; }} .tick {{ font-size: 11px; fill: #555; }} .legend {{ font-size: 12px; font-weight: 600; }}
 .anomaly {{ fill: none; stroke: #d00; stroke-width: 2.5; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ddd; padding: 2px 8px; text-align: left; }}
 pre {{ background: #f4f4f4; padding: .8rem; overflow-x: auto; font-size: 12px; }}
