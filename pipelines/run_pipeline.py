@@ -398,10 +398,11 @@ Examples:
   run_pipeline.py --dry-run --providers shopify --limit 10
   run_pipeline.py --providers shopify --full-refresh
   run_pipeline.py --since 2026-11-01T00:00:00Z
+  run_pipeline.py report --html logs/report.html
 
 \b
 Exit codes: 0 ok; 1 a provider failed; 2 usage or configuration error;
-3 partial; 4 anomaly (--fail-on-anomaly); 5 stale data (--max-age);
+3 partial; 4 anomaly (--fail-on-anomaly); 5 stale data (report --max-age);
 75 every selected provider was locked by another run.
 """
 
