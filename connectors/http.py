@@ -102,9 +102,6 @@ class HttpSettings:
     breaker_threshold: int = 5  # consecutive failed requests (attempts) that open the circuit
     cache_dir: Path | None = None  # None: no disk cache
     cache_ttl: timedelta = timedelta(hours=1)
-    # False: answers are stored for later development runs but never replayed to this one, so a
-    # run that writes data always sees the API as it is now.
-    cache_replay: bool = True
     requests_per_second: float | None = None  # client-side pacing of network requests
 
 
@@ -309,7 +306,7 @@ class HttpClient:
             with self.session.cache_disabled():
                 response = self.session.request(method, url, **kwargs)
         else:
-            response = self.session.request(method, url, force_refresh=not self.settings.cache_replay, **kwargs)
+            response = self.session.request(method, url, **kwargs)
         from_cache = bool(getattr(response, "from_cache", False))
         if from_cache:
             self.stats.cache_hits += 1

@@ -18,9 +18,10 @@ TRANSPORT_KEYS = frozenset({"__parentId", "cursor", "pageInfo", "__typename"})
 def canonical(value, drop: frozenset[str] = TRANSPORT_KEYS):
     """The record with transport fields dropped and lists of objects sorted by id."""
     if isinstance(value, dict):
-        return {k: canonical(v, drop) for k, v in value.items() if k not in drop}
+        return {k: (canonical(v, drop) if isinstance(v, (dict, list)) else v)
+                for k, v in value.items() if k not in drop}
     if isinstance(value, list):
-        items = [canonical(v, drop) for v in value]
+        items = [canonical(v, drop) if isinstance(v, (dict, list)) else v for v in value]
         if items and all(isinstance(v, dict) and "id" in v for v in items):
             items.sort(key=lambda v: str(v["id"]))
         return items

@@ -47,6 +47,8 @@ def _clean_text(limit: int, required: bool = False, multiline: bool = False):
     """NFC, control and invisible format characters dropped, whitespace collapsed, length capped."""
 
     def one_line(text: str) -> str:
+        if text.isprintable():  # the common case: no control, format or private-use characters
+            return " ".join(text.split())
         kept = "".join(" " if ch.isspace() else ch for ch in text
                        if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn"))
         return " ".join(kept.split())

@@ -262,8 +262,9 @@ def _http_settings(settings: Settings, name: str, opts: RunOptions) -> HttpSetti
         deadline_s=settings.request_deadline_s, max_attempts=settings.max_attempts,
         max_total_wait_s=settings.max_total_wait_s, cache_ttl=settings.cache_ttl,
         breaker_threshold=settings.breaker_threshold,
-        cache_dir=None if opts.no_cache else settings.cache_dir / name,
-        cache_replay=opts.dry_run or opts.limit is not None,  # development runs replay; real runs refresh
+        # The cache serves development runs (--dry-run, --limit): a run that writes data always
+        # asks the API afresh and stores nothing, so no scheduled run can replay old answers.
+        cache_dir=settings.cache_dir / name if (opts.dry_run or opts.limit) and not opts.no_cache else None,
     )
 
 

@@ -78,44 +78,51 @@ def to_table(products: list[Product]) -> pa.Table:
 
 
 class PartitionWriter:
-    """Buffers a run's new products for one provider and writes them as numbered files."""
+    """Collects a run's new rows for one provider as Arrow tables and writes them as numbered
+    files of `rows_per_file` rows (one row group each), so memory holds at most one file's rows."""
 
     def __init__(self, data_dir: Path, source: str, run_id: str, day: date, mode: int,
                  rows_per_file: int = ROWS_PER_FILE):
         self.directory = partition_dir(data_dir, source, day)
         self.data_dir, self.run_id, self.mode, self.rows_per_file = data_dir, run_id, mode, rows_per_file
-        self.buffer: list[Product] = []
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
         self.files: list[Path] = []
         self.rows = 0
 
     def add(self, products: list[Product]) -> None:
-        self.buffer.extend(products)
-        while len(self.buffer) >= self.rows_per_file:
-            self._flush(self.buffer[: self.rows_per_file])
-            del self.buffer[: self.rows_per_file]
+        if not products:
+            return
+        self.pending.append(to_table(products))  # columnar at once: a fraction of the objects' memory
+        self.pending_rows += len(products)
+        while self.pending_rows >= self.rows_per_file:
+            table = pa.concat_tables(self.pending)
+            self._flush(table.slice(0, self.rows_per_file))
+            rest = table.slice(self.rows_per_file)
+            self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
             crash_point("between_files")
 
     def close(self) -> list[Path]:
-        """Flush what is buffered; returns every file written, relative to the data directory."""
-        if self.buffer:
-            self._flush(self.buffer)
-            self.buffer = []
+        """Flush what is pending; returns every file written, relative to the data directory."""
+        if self.pending_rows:
+            self._flush(pa.concat_tables(self.pending))
+        self.pending, self.pending_rows = [], 0
         return [p.relative_to(self.data_dir) for p in self.files]
 
     def discard(self) -> None:
         """Remove every file this writer produced (the provider failed before committing)."""
-        self.buffer = []
+        self.pending, self.pending_rows = [], 0
         for path in self.files:
             path.unlink(missing_ok=True)
         if self.files:
             fsync_dir(self.directory)
         self.files = []
 
-    def _flush(self, products: list[Product]) -> None:
+    def _flush(self, table: pa.Table) -> None:
         path = self.directory / file_name(self.run_id, len(self.files) + 1)
         self.files.append(path)  # recorded first, so discard() also covers a failed write
-        write_table_atomic(to_table(products), path, self.mode)
-        self.rows += len(products)
+        write_table_atomic(table.combine_chunks(), path, self.mode)
+        self.rows += table.num_rows
 
 
 def provider_files(data_dir: Path, source: str) -> list[Path]:

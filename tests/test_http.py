@@ -159,18 +159,6 @@ def test_error_bodies_are_never_cached(clock, tmp_path):
 
 
 @responses.activate
-def test_writing_runs_refresh_the_cache_instead_of_replaying_it(clock, tmp_path):
-    responses.post(URL, json={"data": {"v": 1}})
-    client(clock, cache_dir=tmp_path / "c").request_json("POST", URL, json_body={"query": "q"})
-    responses.replace(responses.POST, URL, json={"data": {"v": 2}})
-    real_run = client(clock, cache_dir=tmp_path / "c", cache_replay=False)
-    assert real_run.request_json("POST", URL, json_body={"query": "q"}) == {"data": {"v": 2}}
-    dev_run = client(clock, cache_dir=tmp_path / "c")
-    assert dev_run.request_json("POST", URL, json_body={"query": "q"}) == {"data": {"v": 2}}
-    assert len(responses.calls) == 2
-
-
-@responses.activate
 def test_cache_expires_so_a_later_run_sees_changes(clock, tmp_path, monkeypatch):
     responses.post(URL, json={"data": {"v": 1}})
     http = client(clock, cache_dir=tmp_path / "c", cache_ttl=timedelta(hours=1))

@@ -216,6 +216,7 @@ def test_output_is_group_readable_and_everything_else_is_the_owners_alone(sandbo
     import stat
 
     run(sandbox, "--verbose")
+    run(sandbox, "--dry-run")  # development runs use the cache
     [parquet] = list((dirs["data"] / "normalized").rglob("*.parquet"))
     assert stat.S_IMODE(parquet.stat().st_mode) == 0o640
     private = [dirs["logs"] / "runs.jsonl", dirs["data"] / "state" / "shopify.sqlite",
@@ -255,3 +256,16 @@ def test_a_limited_run_does_not_advance_the_high_water_mark(sandbox, run, dirs):
     assert limited["providers"]["shopify"]["written"] == 10 and _hwm(dirs) is None
     _, full = run(sandbox)
     assert full["providers"]["shopify"]["written"] == 90
+
+
+def test_writing_runs_never_use_the_cache_and_development_runs_replay_it(sandbox, run, dirs):
+    result, first = run(sandbox)
+    assert not dirs["cache"].exists()
+    _, dev = run(sandbox, "--dry-run", "--full-refresh")
+    requests_made = len(sandbox.api_requests())
+    _, dev_again = run(sandbox, "--dry-run", "--full-refresh")
+    assert len(sandbox.api_requests()) == requests_made  # replayed from the cache
+    assert dev_again["providers"]["shopify"]["cache_hits"] == dev["providers"]["shopify"]["requests"]
+    changed = sandbox.mutate(0.03)
+    _, real = run(sandbox)
+    assert real["providers"]["shopify"]["written"] == len(changed) and real["providers"]["shopify"]["cache_hits"] == 0

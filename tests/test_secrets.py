@@ -70,6 +70,7 @@ def test_no_sentinel_secret_survives_any_error_path(run, dirs, clock, sentinels)
             shop.products[pid] = {**shop.products[pid], "title": ""}
         shop._sorted = None
         go("--verbose", "--full-refresh")
+        go("--verbose", "--dry-run", "--limit", "20")  # a development run: the cache is written
         shop.inject(Fault("redirect", times=99))
         go("--verbose", "--dry-run", "--no-cache")
         minted = [*amazon.tokens, *ebay.tokens, *minted]
@@ -90,7 +91,8 @@ def test_no_sentinel_secret_survives_any_error_path(run, dirs, clock, sentinels)
 def test_private_files_are_the_owners_alone(sandbox, run, dirs):
     sandbox.inject(Fault("status", status=401, times=1))
     run(sandbox)  # a failed run: traceback
-    run(sandbox)  # a good run: cache, state, Parquet
+    run(sandbox)  # a good run: state, Parquet
+    run(sandbox, "--dry-run")  # a development run: the cache
     private = [p for p in [*dirs["logs"].rglob("*"), *dirs["cache"].rglob("*"), *(dirs["data"] / "state").rglob("*"),
                            *(dirs["data"] / ".locks").rglob("*")]]
     assert any("tracebacks" in str(p) for p in private)

@@ -1,0 +1,54 @@
+"""End-to-end size benchmark: the pipeline against a sandbox in its own process (throttling off,
+the 1,000-point cap on), into a temporary data directory. Prints one table row per size.
+
+Usage: python bench/bench.py 10000 100000 [1000000]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import REPO, SandboxProcess, last_run, parquet_bytes, pipeline_env, timed_run  # noqa: E402
+
+CLI = [sys.executable, str(REPO / "pipelines" / "run_pipeline.py"), "--providers", "shopify", "--quiet"]
+
+
+def bench(size: int) -> dict:
+    sandbox = SandboxProcess(size)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            env = pipeline_env(Path(tmp), sandbox)
+            cpu_before = sandbox.cpu_seconds()
+            run = timed_run(CLI, env)
+            sandbox_cpu = sandbox.cpu_seconds() - cpu_before
+            if run["exit"] != 0:
+                raise SystemExit(f"pipeline exited {run['exit']}: {run['stderr'][-2000:]}")
+            entry = last_run(Path(tmp))["providers"]["shopify"]
+            size_bytes = parquet_bytes(Path(tmp))
+            again = timed_run(CLI, env)  # the no-change rerun
+            entry2 = last_run(Path(tmp))["providers"]["shopify"]
+    finally:
+        sandbox.stop()
+    return {"n": size, "wall_s": run["wall_s"], "products_s": size / run["wall_s"], "requests": entry["requests"],
+            "peak_rss_mb": run["peak_rss_mb"], "bytes": size_bytes, "rows": entry["written"],
+            "sandbox_cpu_s": sandbox_cpu, "rerun_requests": entry2["requests"], "rerun_rows": entry2["written"],
+            "rerun_wall_s": again["wall_s"]}
+
+
+def main(sizes: list[int]) -> None:
+    header = (f"{'N':>9} {'wall s':>8} {'prod/s':>8} {'requests':>8} {'peak RSS MB':>11} {'out MB':>7} {'rows':>9} "
+              f"{'sandbox CPU s':>13} | {'rerun req':>9} {'rerun rows':>10} {'rerun s':>7}")
+    print(header)
+    for size in sizes:
+        r = bench(size)
+        print(f"{r['n']:>9} {r['wall_s']:>8.1f} {r['products_s']:>8.0f} {r['requests']:>8} {r['peak_rss_mb']:>11.0f} "
+              f"{r['bytes'] / 1e6:>7.1f} {r['rows']:>9} {r['sandbox_cpu_s']:>13.1f} | {r['rerun_requests']:>9} "
+              f"{r['rerun_rows']:>10} {r['rerun_wall_s']:>7.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main([int(a) for a in sys.argv[1:]] or [10_000, 100_000])
