@@ -397,7 +397,7 @@ def load_settings(
         max_attempts=_number(env, "PIPELINE_MAX_ATTEMPTS", 6, minimum=1, kind=int),
         max_total_wait_s=_number(env, "PIPELINE_MAX_RETRY_WAIT_SECONDS", 600),
         breaker_threshold=_number(env, "PIPELINE_BREAKER_THRESHOLD", 5, minimum=1, kind=int),
-        rows_per_file=_number(env, "PIPELINE_ROWS_PER_FILE", 100_000, minimum=1, kind=int),
+        rows_per_file=_number(env, "PIPELINE_ROWS_PER_FILE", 250_000, minimum=1, kind=int),
         anomaly_window=_number(env, "PIPELINE_ANOMALY_WINDOW", 8, minimum=1, kind=int),
         anomaly_factor=_number(env, "PIPELINE_ANOMALY_FACTOR", 3.0, minimum=1.0),
         anomaly_floor=_number(env, "PIPELINE_ANOMALY_FLOOR", 50, minimum=0, kind=int),

@@ -15,7 +15,7 @@ from normalize.models import Product
 from storage.quarantine import Quarantine
 from storage.state import ProviderState
 
-BATCH_SIZE = 2000
+BATCH_SIZE = 500  # records per normalize-dedup-write step: small enough that memory stays flat
 DRY_RUN_SAMPLES = 20
 
 
