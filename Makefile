@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test sandbox run-pipeline clean-demo secrets-scan hooks crash-test race-test check-airflow \
-	check-workflow check-report crontab prune-logs
+	check-workflow check-report crontab prune-logs bench bench-1m
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,20 @@ prune-logs:  ## delete daily pipeline logs older than 30 days (KEEP_DAYS=N to ch
 check-report: $(STAMP)  ## render the HTML report in headless Chromium (installs Debian's chromium if missing)
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(PY) tools/check_report.py --chromium chromium
+
+DLT_VENV := bench/.venv-dlt
+$(DLT_VENV)/.installed: bench/requirements-dlt.txt
+	test -x $(DLT_VENV)/bin/python || $(PYTHON) -m venv $(DLT_VENV)
+	$(DLT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements-dlt.txt
+	touch $@
+
+bench: $(STAMP) $(DLT_VENV)/.installed  ## sizes 10k and 100k, the dlt comparison, the throttled crawl
+	$(PY) bench/bench.py 10000 100000
+	$(PY) bench/compare_dlt.py --dlt-python $(DLT_VENV)/bin/python 10000 100000
+	$(PY) bench/throttled_crawl.py 600
+
+bench-1m: $(STAMP)  ## the 1,000,000-product run (minutes; several GB for the sandbox's catalog)
+	$(PY) bench/bench.py 1000000
 
 clean-demo:
 	rm -rf .demo

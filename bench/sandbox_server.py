@@ -36,8 +36,9 @@ def main() -> None:
     try:
         sys.stdin.read()  # until the parent closes our stdin
     finally:
+        costs = [e["cost"] for e in server.api_requests() if e.get("kind") == "query"]
         print(json.dumps({"charged_cost": server.charged_cost, "throttled": server.throttled_count,
-                          "requests": len(server.api_requests())}), flush=True)
+                          "requests": len(server.api_requests()), "max_requested": max(costs, default=0)}), flush=True)
         server.stop()
 
 
