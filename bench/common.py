@@ -47,7 +47,9 @@ def pipeline_env(root: Path, sandbox: SandboxProcess, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPIFY_", "AMAZON_", "EBAY_", "PIPELINE_"))}
     env.update(PIPELINE_ENV_FILE=os.devnull, PIPELINE_DATA_DIR=str(root / "data"), PIPELINE_LOGS_DIR=str(root / "logs"),
                PIPELINE_CACHE_DIR=str(root / "cache"), SHOPIFY_API_BASE_URL=sandbox.info["base_url"],
-               SHOPIFY_SHOP_DOMAIN="bench-shop.myshopify.com", SHOPIFY_ACCESS_TOKEN=sandbox.info["token"], **extra)
+               SHOPIFY_SHOP_DOMAIN="bench-shop.myshopify.com", SHOPIFY_ACCESS_TOKEN=sandbox.info["token"],
+               SHOPIFY_BULK_MIN_PRODUCTS="0")  # paged queries, as in the dlt comparison
+    env.update(extra)
     return env
 
 

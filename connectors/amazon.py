@@ -65,8 +65,7 @@ def make_auth(http: HttpClient, settings: AmazonSettings, clock=time.monotonic) 
     return ClientCredentialsAuth(settings.base_url, mint, header, clock)
 
 
-def iter_records(http: HttpClient, settings: AmazonSettings, *, since=None, lookback=None,
-                 clock=time.monotonic) -> Iterator[dict]:
+def iter_records(http: HttpClient, settings: AmazonSettings, *, clock=time.monotonic, **_) -> Iterator[dict]:
     """Yield each item of every configured search and ASIN batch, each ASIN once."""
     api = _CatalogApi(http, settings, make_auth(http, settings, clock))
     seen: set[str] = set()

@@ -58,8 +58,7 @@ def record_cursor(record) -> None:
     return None
 
 
-def iter_records(http: HttpClient, settings: EbaySettings, *, since=None, lookback=None,
-                 clock=time.monotonic) -> Iterator[dict]:
+def iter_records(http: HttpClient, settings: EbaySettings, *, clock=time.monotonic, **_) -> Iterator[dict]:
     """Yield each item of every configured search, each item once, until a quota stops us."""
     api = _BrowseApi(http, settings, clock)
     seen: set[str] = set()

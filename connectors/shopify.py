@@ -5,6 +5,7 @@ Yields one raw product dict at a time, oldest change first, with every variant m
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -19,7 +20,10 @@ from connectors.http import (
     ResponseError,
     RetryableError,
 )
+from connectors import shopify_bulk
 from pipelines.config import ShopifySettings
+
+log = logging.getLogger("pipeline.shopify")
 
 NAME = "shopify"
 MAX_QUERY_COST = 1000  # Shopify refuses a single query that requests more (MAX_COST_EXCEEDED)
@@ -56,7 +60,9 @@ VARIANTS_QUERY = f"""query ProductVariants($id: ID!, $after: String) {{
   }}
 }}"""
 
-QUERIES = (PRODUCTS_QUERY, VARIANTS_QUERY)
+BULK_QUERY = shopify_bulk.bulk_query(PRODUCT_FIELDS, VARIANT_FIELDS)
+QUERIES = (PRODUCTS_QUERY, VARIANTS_QUERY, shopify_bulk.START_MUTATION, shopify_bulk.POLL_QUERY,
+           shopify_bulk.COUNT_QUERY, BULK_QUERY)
 
 
 class QueryTooCostly(ResponseError):
@@ -87,9 +93,22 @@ def iter_records(
     lookback: timedelta = timedelta(0),
     clock=time.monotonic,
     restart_after_pages: int = RESTART_AFTER_PAGES,
+    full_refresh: bool = False,
+    checkpoint: shopify_bulk.Checkpoint | None = None,
 ) -> Iterator[dict]:
-    """Yield every product changed after `since` minus `lookback`, each with all its variants."""
+    """Yield every product changed after `since` minus `lookback`, each with all its variants.
+
+    A full refresh, or a first run over a shop of SHOPIFY_BULK_MIN_PRODUCTS or more, reads the
+    catalog with a bulk operation instead (falling back to paging when bulk is not permitted).
+    """
     api = _ProductsApi(http, shop, clock)
+    checkpoint = checkpoint or shopify_bulk.Checkpoint()
+    if since is None and (full_refresh or checkpoint.get() or _large(api, shop)):
+        try:
+            yield from shopify_bulk.run(api, BULK_QUERY, checkpoint)
+            return
+        except shopify_bulk.BulkUnavailable as exc:
+            log.warning("shopify: %s; paging instead", str(exc).split(": ", 1)[-1])
     query_filter = _updated_filter(since[0] - lookback, ">") if since else None
     last_key = None
     while True:
@@ -107,6 +126,14 @@ def iter_records(
         if not restart:
             return
         query_filter = _updated_filter(last_key[0], ">=")
+
+
+def _large(api: "_ProductsApi", shop: ShopifySettings) -> bool:
+    if not shop.bulk_min_products:
+        return False
+    body = api.query(shopify_bulk.COUNT_QUERY, {})
+    count = ((body.get("data") or {}).get("productsCount") or {}).get("count") or 0
+    return count >= shop.bulk_min_products
 
 
 def _updated_filter(when: datetime, op: str) -> str:
@@ -209,14 +236,18 @@ class _ProductsApi:
         record["variants"] = variants
         return record
 
-    def _query(self, query: str, variables: dict, estimate: float | None) -> dict:
+    def query(self, query: str, variables: dict) -> dict:
+        """One paced GraphQL call that is never cached (bulk operations change from call to call)."""
+        return self._query(query, variables, None, cache=False)
+
+    def _query(self, query: str, variables: dict, estimate: float | None, cache: bool = True) -> dict:
         # A query whose cost Shopify has not reported yet may cost up to the cap: wait for that.
         if estimate is None and self.bucket.maximum is not None:
             estimate = min(MAX_QUERY_COST, self.bucket.maximum)
         if estimate:
             self.http.wait(self.bucket.seconds_until(estimate, self.clock()), throttled=True)
         body = self.http.request_json("POST", self.url, json_body={"query": query, "variables": variables},
-                                      auth=self.auth, check=self._check)
+                                      auth=self.auth, check=self._check, cache=cache)
         self.bucket.update(_dig(body, "extensions", "cost", optional=True), self.clock())
         return body
 

@@ -37,6 +37,7 @@ class ShopifySettings:
     api_version: str
     access_token: SecretStr
     base_url: str  # scheme://host[:port], no trailing slash
+    bulk_min_products: int = 10_000  # a first run over a shop this large uses a bulk operation (0: never)
 
     @property
     def account(self) -> str:
@@ -266,6 +267,7 @@ def _shopify(env) -> tuple[ShopifySettings | None, str | None]:
             api_version=version,
             access_token=SecretStr(token),
             base_url=base_url or f"https://{domain}",
+            bulk_min_products=_number(env, "SHOPIFY_BULK_MIN_PRODUCTS", 10_000, minimum=0, kind=int),
         ),
         None,
     )

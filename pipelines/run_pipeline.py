@@ -26,6 +26,7 @@ import click
 
 from connectors import CONNECTORS
 from connectors.http import CircuitOpen, HttpSettings
+from connectors.shopify_bulk import Checkpoint
 from normalize import amazon as amazon_normalizer
 from normalize import ebay as ebay_normalizer
 from normalize import shopify as shopify_normalizer
@@ -123,7 +124,8 @@ def extract_load(name, settings, opts, run_id, started, rt, http, state, writer,
     stored_mark = _stored_mark(state)
     high_water_mark = stored_mark
     records = connector.iter_records(http, provider_settings, since=_since(stored_mark, opts),
-                                     lookback=settings.lookback, clock=rt.clock)
+                                     lookback=settings.lookback, clock=rt.clock, full_refresh=opts.full_refresh,
+                                     checkpoint=Checkpoint(None if opts.dry_run else state))
     for raws in batched(islice(records, opts.limit), BATCH_SIZE):
         crash_point("after_fetch")
         result.fetched += len(raws)

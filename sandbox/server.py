@@ -133,10 +133,19 @@ def _make_handler(sandbox: SandboxServer):
                 status, body, info = sandbox.handle_api(method, parts.path, self.headers, raw, query)
             except Exception as exc:  # a sandbox bug answers 500, like a real server would
                 status, body, info = 500, {"errors": [{"message": f"sandbox error: {exc!r}"}]}, {}
-            entry.update(status=status, **info)
+            entry.update(status=status, **{k: v for k, v in info.items() if k != "raw"})
             entry["body"] = raw.decode("utf-8", "replace")
             sandbox.record(entry)
+            if info.get("raw"):
+                return self._send_bytes(status, body, "application/jsonl")
             self._send_json(status, body, info.get("headers"))
+
+        def _send_bytes(self, status: int, data: bytes, content_type: str):
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def _send_json(self, status: int, body, headers: dict | None = None):
             data = json.dumps(body).encode()

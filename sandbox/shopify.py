@@ -14,6 +14,7 @@ import json
 import math
 import random
 import re
+import secrets
 import threading
 import time
 from datetime import datetime, timezone
@@ -58,6 +59,20 @@ class Bucket:
                 "restoreRate": float(self.restore_rate)}
 
 
+class StorageServer(SandboxServer):
+    """The storage host bulk results download from: signed URLs, no Shopify credentials wanted."""
+
+    def __init__(self):
+        super().__init__()
+        self.files: dict[str, bytes] = {}
+
+    def handle_api(self, method, path, headers, raw, query=None):
+        name = path.rsplit("/", 1)[-1].removesuffix(".jsonl")
+        if method != "GET" or name not in self.files or not (query or {}).get("X-Goog-Signature"):
+            return 403, {"error": "AccessDenied"}, {}
+        return 200, self.files[name], {"raw": True}
+
+
 class ShopifySandbox(SandboxServer):
     def __init__(self, spec: CatalogSpec = CatalogSpec(), *, token: str = "shpat_sandbox_token",
                  bucket_max: float = 2000, restore_rate: float = 100, throttle: bool = True,
@@ -72,7 +87,21 @@ class ShopifySandbox(SandboxServer):
         self.charged_cost = 0
         self._sorted = None
         self._lock = threading.Lock()
+        self.bulk_operations: dict[str, dict] = {}
+        self.bulk_polls_to_finish = 3  # polls before an operation completes
+        self.bulk_outcome = "COMPLETED"  # or FAILED, EXPIRED, CANCELED
+        self.bulk_shuffle = True
+        self.bulk_denied = False
+        self.storage = StorageServer()  # the signed-URL download host, a different host:port
         admin_schema()
+
+    def start(self):
+        self.storage.start()
+        return super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        self.storage.stop()
 
     # -- control -----------------------------------------------------------------------------
     def mutate(self, fraction: float, now: datetime | None = None) -> list[str]:
@@ -138,7 +167,54 @@ class ShopifySandbox(SandboxServer):
         return 200, body, {"kind": "query", "cost": cost}
 
     def _root(self) -> dict:
-        return {"products": self._products_connection, "product": self._product}
+        return {"products": self._products_connection, "product": self._product, "node": self._node_by_id,
+                "productsCount": lambda info, **_: {"count": len(self.products), "precision": "EXACT"},
+                "bulkOperationRunQuery": self._bulk_start}
+
+    # -- bulk operations ---------------------------------------------------------------------
+    def _bulk_start(self, info, query):
+        if self.bulk_denied:
+            return {"bulkOperation": None, "userErrors": [{"field": ["query"], "message": "Bulk operations are not permitted for this app"}]}
+        errors = validate(admin_schema(), parse(query)) if query else ["empty"]
+        if errors:
+            return {"bulkOperation": None, "userErrors": [{"field": ["query"], "message": "Invalid bulk query"}]}
+        if any(op["status"] in ("CREATED", "RUNNING") for op in self.bulk_operations.values()):
+            return {"bulkOperation": None, "userErrors": [{"field": None, "message":
+                    "A bulk query operation for this app and shop is already in progress"}]}
+        op_id = f"gid://shopify/BulkOperation/{len(self.bulk_operations) + 1}"
+        self.bulk_operations[op_id] = {"__typename": "BulkOperation", "id": op_id, "status": "CREATED", "polls": 0,
+                                       "errorCode": None, "objectCount": "0", "rootObjectCount": "0", "url": None,
+                                       "partialDataUrl": None, "createdAt": "2026-11-27T00:00:00Z", "query": query,
+                                       "type": "QUERY", "completedAt": None, "fileSize": None}
+        return {"bulkOperation": self.bulk_operations[op_id], "userErrors": []}
+
+    def _node_by_id(self, info, id):
+        op = self.bulk_operations.get(id)
+        if op is not None:
+            op["polls"] += 1
+            if op["status"] in ("CREATED", "RUNNING"):
+                op["status"] = "RUNNING"
+                if op["polls"] >= self.bulk_polls_to_finish:
+                    self._bulk_finish(op)
+            return op
+        product = self.products.get(id)
+        return {**self._node(product), "__typename": "Product"} if product else None
+
+    def _bulk_finish(self, op: dict) -> None:
+        if self.bulk_outcome in ("FAILED", "EXPIRED", "CANCELED"):
+            op.update(status=self.bulk_outcome, errorCode="INTERNAL_SERVER_ERROR" if self.bulk_outcome == "FAILED" else None)
+            return
+        lines = []
+        for product in self.products.values():
+            lines.append(json.dumps({k: v for k, v in product.items() if k != "variants"}))
+            lines.extend(json.dumps({**v, "__parentId": product["id"]}) for v in product["variants"])
+        if self.bulk_shuffle:  # Shopify does not promise a child line follows its parent
+            random.Random(len(lines)).shuffle(lines)
+        name = op["id"].rsplit("/", 1)[-1]
+        self.storage.files[name] = ("\n".join(lines) + "\n").encode()
+        op.update(status="COMPLETED", objectCount=str(len(lines)), rootObjectCount=str(len(self.products)),
+                  fileSize=str(len(self.storage.files[name])), completedAt="2026-11-27T00:05:00Z",
+                  url=f"{self.storage.base_url}/bulk/{name}.jsonl?X-Goog-Signature=sandbox{secrets.token_hex(16)}")
 
     def _ordered(self) -> tuple[list[tuple], list[dict]]:
         if self._sorted is None:

@@ -34,7 +34,7 @@ def test_bucket_waits_for_the_deficit_at_the_restore_rate(clock):
 def test_a_throttled_crawl_is_within_10_percent_of_the_ideal_and_never_throttled(clock):
     spec = CatalogSpec(size=600, min_variants=1, max_variants=5, many_variants_every=100, many_variants=120)
     with ShopifySandbox(spec, token=TOKEN, bucket_max=2000, restore_rate=100, clock=clock) as server:
-        shop = ShopifySettings("test-shop.myshopify.com", "2026-10", SecretStr(TOKEN), server.base_url)
+        shop = ShopifySettings("test-shop.myshopify.com", "2026-10", SecretStr(TOKEN), server.base_url, bulk_min_products=0)
         client = shopify.make_client(shop, HttpSettings(), sleep=clock.sleep, clock=clock)
         start = clock()
         records = list(shopify.iter_records(client, shop, clock=clock))

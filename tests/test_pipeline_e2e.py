@@ -261,9 +261,9 @@ def test_a_limited_run_does_not_advance_the_high_water_mark(sandbox, run, dirs):
 def test_writing_runs_never_use_the_cache_and_development_runs_replay_it(sandbox, run, dirs):
     result, first = run(sandbox)
     assert not dirs["cache"].exists()
-    _, dev = run(sandbox, "--dry-run", "--full-refresh")
+    _, dev = run(sandbox, "--dry-run")
     requests_made = len(sandbox.api_requests())
-    _, dev_again = run(sandbox, "--dry-run", "--full-refresh")
+    _, dev_again = run(sandbox, "--dry-run")
     assert len(sandbox.api_requests()) == requests_made  # replayed from the cache
     assert dev_again["providers"]["shopify"]["cache_hits"] == dev["providers"]["shopify"]["requests"]
     changed = sandbox.mutate(0.03)

@@ -17,7 +17,7 @@ from sandbox.catalog import CatalogSpec
 from sandbox.shopify import ShopifySandbox, admin_schema
 from tests.conftest import TOKEN
 
-SHOP = ShopifySettings("test-shop.myshopify.com", "2026-10", SecretStr(TOKEN), "https://test-shop.myshopify.com")
+SHOP = ShopifySettings("test-shop.myshopify.com", "2026-10", SecretStr(TOKEN), "https://test-shop.myshopify.com", bulk_min_products=0)
 URL = SHOP.graphql_url
 
 
@@ -169,7 +169,7 @@ def _visitor_sees_deprecated_fields() -> bool:
 def test_against_the_sandbox_a_throttled_crawl_waits_instead_of_drawing_throttled(clock):
     # A tight bucket (500 points, 50/s) on the sandbox's clock, which moves only when we sleep.
     with ShopifySandbox(CatalogSpec(size=120), token=TOKEN, bucket_max=500, restore_rate=50, clock=clock) as server:
-        shop = ShopifySettings("test-shop.myshopify.com", "2026-10", SecretStr(TOKEN), server.base_url)
+        shop = ShopifySettings("test-shop.myshopify.com", "2026-10", SecretStr(TOKEN), server.base_url, bulk_min_products=0)
         client = shopify.make_client(shop, HttpSettings(), sleep=clock.sleep)
         records = list(shopify.iter_records(client, shop, clock=clock))
     assert len(records) == 120

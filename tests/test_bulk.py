@@ -1,0 +1,110 @@
+"""Shopify bulk operations: start, poll (resuming after a crash), download without credentials,
+assemble children that arrive before their parents, and FAILED / EXPIRED / not-permitted cases."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from pydantic import SecretStr
+
+from connectors import shopify, shopify_bulk
+from connectors.http import HttpSettings
+from pipelines.config import ShopifySettings
+from tests.conftest import TOKEN, parquet_rows
+from tests.procs import content
+
+
+def test_assembly_handles_children_before_their_parents(tmp_path):
+    lines = []
+    for p in range(1, 51):
+        lines.append(json.dumps({"id": f"gid://shopify/Product/{p}", "title": f"P{p}"}))
+        lines += [json.dumps({"id": f"gid://shopify/ProductVariant/{p}{v}", "__parentId": f"gid://shopify/Product/{p}"})
+                  for v in range(p % 4)]
+    random.Random(7).shuffle(lines)
+    assert any(json.loads(a).get("__parentId") for a in lines[:5])  # some children do come first
+    products = list(shopify_bulk.assemble(iter(lines), tmp_path / "spool.sqlite"))
+    assert sorted(int(p["id"].rsplit("/", 1)[1]) for p in products) == list(range(1, 51))
+    for product in products:
+        p = int(product["id"].rsplit("/", 1)[1])
+        assert sorted(v["id"] for v in product["variants"]) == [f"gid://shopify/ProductVariant/{p}{v}" for v in range(p % 4)]
+
+
+def test_a_bulk_full_refresh_matches_a_paged_crawl_row_for_row(sandbox, run, dirs, tmp_path):
+    result, paged = run(sandbox)
+    assert not sandbox.bulk_operations
+    paged_rows = content(dirs["data"].parent)
+    dirs["data"].rename(tmp_path / "paged-data")
+    result, bulk = run(sandbox, "--full-refresh")
+    assert result.exit_code == 0, result.output
+    assert len(sandbox.bulk_operations) == 1
+    assert content(dirs["data"].parent) == paged_rows  # same raw_hash whichever way a product came
+    rows = {r["source_id"]: r for r in parquet_rows(dirs["data"])}
+    assert all(len(rows[pid]["variants"]) == len(p["variants"]) for pid, p in sandbox.products.items())
+    downloads = sandbox.storage.api_requests()
+    assert len(downloads) == 1
+    headers = {k.lower() for k in downloads[0]["headers"]}
+    assert "x-shopify-access-token" not in headers and "authorization" not in headers
+    signature = downloads[0]["query"]
+    assert signature and signature not in result.output and signature not in (dirs["logs"] / "runs.jsonl").read_text()
+
+
+def test_a_first_run_over_a_large_shop_uses_bulk(sandbox, run):
+    result, record = run(sandbox, env={"SHOPIFY_BULK_MIN_PRODUCTS": "50"})
+    assert result.exit_code == 0 and len(sandbox.bulk_operations) == 1
+    assert record["providers"]["shopify"]["written"] == 100
+
+
+@pytest.mark.parametrize("outcome", ["FAILED", "EXPIRED", "CANCELED"])
+def test_a_failed_or_expired_operation_fails_the_provider_cleanly(sandbox, run, dirs, outcome):
+    sandbox.bulk_outcome = outcome
+    result, record = run(sandbox, "--full-refresh")
+    entry = record["providers"]["shopify"]
+    assert result.exit_code == 1 and entry["error_type"] == "BulkFailed" and outcome in entry["error"]
+    assert parquet_rows(dirs["data"]) == []
+    sandbox.bulk_outcome = "COMPLETED"
+    result, record = run(sandbox, "--full-refresh")  # the dead operation is not resumed
+    assert result.exit_code == 0 and len(sandbox.bulk_operations) == 2
+
+
+def test_bulk_not_permitted_falls_back_to_paging(sandbox, run):
+    sandbox.bulk_denied = True
+    result, record = run(sandbox, "--full-refresh")
+    assert result.exit_code == 0 and record["providers"]["shopify"]["written"] == 100
+    assert "paging instead" in result.output
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_crash_while_polling_resumes_the_same_operation(sandbox, clock):
+    sandbox.bulk_polls_to_finish = 6
+    shop = ShopifySettings("test-shop.myshopify.com", "2026-10", SecretStr(TOKEN), sandbox.base_url, bulk_min_products=0)
+    store: dict = {}
+    checkpoint = shopify_bulk.Checkpoint(type("Store", (), {"get": lambda s, k: store.get(k),
+                                                            "set": lambda s, k, v: store.__setitem__(k, v),
+                                                            "delete": lambda s, k: store.pop(k, None)})())
+    polls = []
+
+    def dying_sleep(seconds):
+        polls.append(seconds)
+        if len(polls) == 2:
+            raise Crash("the run died here")
+
+    first = shopify.make_client(shop, HttpSettings(), sleep=dying_sleep, clock=clock)
+    with pytest.raises(Crash):
+        list(shopify.iter_records(first, shop, full_refresh=True, checkpoint=checkpoint, clock=clock))
+    assert store.get("shopify_bulk_operation") == "gid://shopify/BulkOperation/1"
+    second = shopify.make_client(shop, HttpSettings(), sleep=clock.sleep, clock=clock)
+    records = list(shopify.iter_records(second, shop, full_refresh=True, checkpoint=checkpoint, clock=clock))
+    assert len(records) == 100 and len(sandbox.bulk_operations) == 1  # resumed, not restarted
+    assert "shopify_bulk_operation" not in store  # cleared once the result is in
+
+
+def test_polling_backs_off_without_sleeping_for_real(sandbox, run, clock):
+    sandbox.bulk_polls_to_finish = 5
+    run(sandbox, "--full-refresh")
+    waits = [w for w in clock.sleeps if w >= shopify_bulk.POLL_INTERVAL_S]
+    assert len(waits) == 4 and waits == sorted(waits)
