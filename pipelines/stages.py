@@ -120,3 +120,67 @@ class Progress:
             self.last = time.monotonic()
             print(f"  {self.provider}: {result.fetched} fetched, {result.written} new so far...",
                   file=self.stream, flush=True)
+
+
+_DONE = object()
+
+
+class Prefetch:
+    """Runs a connector's generator in a worker thread, a bounded queue ahead of the consumer, so
+    the provider prepares the next page while this process normalizes and writes the last one.
+
+    The queue holds at most `depth` records (memory stays bounded); the connector's exceptions
+    reach the consumer unchanged; closing early (a --limit) stops the worker at its next record.
+    """
+
+    def __init__(self, records: Iterator, depth: int = 2000):
+        import queue
+        import threading
+
+        self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._records = records
+        self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import queue
+
+        try:
+            for record in self._records:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put((record, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+            item = (_DONE, None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            item = (_DONE, exc)
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self):
+        try:
+            while True:
+                record, error = self._queue.get()
+                if record is _DONE:
+                    if error is not None:
+                        raise error
+                    return
+                yield record
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        close = getattr(self._records, "close", None)
+        if close is not None and not self._thread.is_alive():
+            close()

@@ -139,3 +139,28 @@ class ProviderState:
     def _require_writable(self) -> None:
         if self.read_only:
             raise RuntimeError("state opened read-only (dry run)")
+
+
+class MetaStore:
+    """get/set/delete of one provider's meta values on a connection of its own per call, for use
+    from the fetch thread (a checkpoint that must survive a crash) while the run's connection works."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def _call(self, sql: str, args: tuple):
+        con = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        try:
+            return con.execute(sql, args).fetchone()
+        finally:
+            con.close()
+
+    def get(self, key: str, default=None):
+        row = self._call("SELECT value FROM meta WHERE key = ?", (key,))
+        return json.loads(row[0]) if row else default
+
+    def set(self, key: str, value) -> None:
+        self._call("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def delete(self, key: str) -> None:
+        self._call("DELETE FROM meta WHERE key = ?", (key,))
