@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import queue
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -134,18 +136,13 @@ class Prefetch:
     """
 
     def __init__(self, records: Iterator, depth: int = 2000):
-        import queue
-        import threading
-
-        self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._records = records
         self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        import queue
-
         try:
             for record in self._records:
                 while not self._stop.is_set():
