@@ -16,7 +16,6 @@ from connectors.http import (
     HostBoundHeaderAuth,
     HttpClient,
     HttpSettings,
-    ProviderError,
     ResponseError,
     RetryableError,
 )
@@ -297,4 +296,4 @@ def _dig(value, *keys, optional: bool = False):
     return value
 
 
-__all__ = ["NAME", "QUERIES", "iter_records", "make_client", "record_cursor", "ProviderError"]
+__all__ = ["NAME", "QUERIES", "iter_records", "make_client", "record_cursor"]

@@ -97,17 +97,6 @@ class StagedFile:
         self.staging.unlink(missing_ok=True)
 
 
-def write_table_atomic(table: pa.Table, path: Path, mode: int) -> None:
-    """Write `table` to `path` so that a crash leaves the old state or the whole new file."""
-    staged = StagedFile(path, table.schema)
-    try:
-        staged.write(table)
-    except BaseException:
-        staged.abort()
-        raise
-    staged.commit(mode)
-
-
 def to_table(products: list[Product]) -> pa.Table:
     return pa.Table.from_pylist([p.model_dump() for p in products], schema=SCHEMA)
 

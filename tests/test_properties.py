@@ -41,7 +41,7 @@ nasty_text = st.one_of(
     st.text(max_size=50),
     st.sampled_from(["", " ", "\u200b", "\u202eevil\u202c", "שלום עולם", "e\u0301", "\x00\x07", "\ud800",
                      "😀👍🏽", "1,299.00", "NaN", "Infinity", "-0", "1e400", "javascript:alert(1)"]),
-    st.text(min_size=100_000, max_size=100_000, alphabet="ab") if False else st.just("x" * 100_000),
+    st.just("x" * 100_000),
 )
 nasty_value = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-10**20, max_value=10**20),
