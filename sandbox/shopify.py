@@ -20,11 +20,13 @@ import time
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 from graphql import GraphQLError, OperationDefinitionNode, build_client_schema, execute, parse, validate
 
 from sandbox.catalog import CatalogSpec, make_catalog, mutate
 from sandbox.graphql_cost import actual_cost, requested_cost
+from sandbox.graphql_exec import Unsupported, execute_query
 from sandbox.server import Fault, SandboxServer
 
 SCHEMA_FILE = Path(__file__).parent / "data" / "shopify_admin_schema_2025-01.json.gz"
@@ -32,6 +34,7 @@ PATH_RE = re.compile(r"^/admin/api/(\d{4}-\d{2}|unstable)/graphql\.json$")
 FILTER_RE = re.compile(r"updated_at:(>=|<=|>|<)'?([0-9T:\-.Z+]+)'?")
 MAX_COST = 1000
 MAX_PAGE = 250
+READ_ROOT_FIELDS = frozenset({"products", "product"})  # pure reads: safe to retry in graphql-core
 
 
 @lru_cache(maxsize=1)
@@ -129,17 +132,14 @@ class ShopifySandbox(SandboxServer):
             return 401, {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}, {}
         try:
             request = json.loads(raw_body)
-            document = parse(request["query"])
+            prepared = _prepare(request["query"])
         except (ValueError, KeyError, TypeError, GraphQLError) as exc:
             return 200, {"errors": [{"message": f"Parse error: {exc}"}]}, {}
         variables = request.get("variables") or {}
-        errors = validate(admin_schema(), document)
-        if errors:
-            return 200, {"errors": [e.formatted for e in errors]}, {}
-        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-        fragments = {d.name.value: d for d in document.definitions if d.kind == "fragment_definition"}
+        if prepared.errors:
+            return 200, {"errors": list(prepared.errors)}, {}
         try:
-            cost = requested_cost(admin_schema(), operations[0], fragments, variables)
+            cost = requested_cost(admin_schema(), prepared.operation, prepared.fragments, variables)
         except (GraphQLError, KeyError, TypeError) as exc:
             return 200, {"errors": [{"message": str(exc)}]}, {}
         if cost > MAX_COST:
@@ -154,17 +154,27 @@ class ShopifySandbox(SandboxServer):
                                                      "throttleStatus": self.bucket.status()}}}, {"kind": "throttled"}
             if self.throttle:
                 self.bucket.available -= cost
-            result = execute(admin_schema(), document, root_value=self._root(), variable_values=variables)
-            actual = min(cost, actual_cost(result.data)) if result.data else 0
+            data, errors = self._execute(prepared, variables)
+            actual = min(cost, actual_cost(data)) if data else 0
             if self.throttle:
                 self.bucket.available += cost - actual
             self.charged_cost += actual
-            body = {"data": result.data}
-            if result.errors:
-                body["errors"] = [e.formatted for e in result.errors]
+            body = {"data": data}
+            if errors:
+                body["errors"] = errors
             body["extensions"] = {"cost": {"requestedQueryCost": cost, "actualQueryCost": actual,
                                            "throttleStatus": self.bucket.status()}}
         return 200, body, {"kind": "query", "cost": cost}
+
+    def _execute(self, prepared: "_Prepared", variables: dict) -> tuple[dict | None, list | None]:
+        """Reads of products take the small executor; the rest (and any error) graphql-core's."""
+        try:
+            return execute_query(admin_schema(), prepared.operation, prepared.fragments, self._root(), variables,
+                                 READ_ROOT_FIELDS), None
+        except (Unsupported, GraphQLError):
+            pass
+        result = execute(admin_schema(), prepared.document, root_value=self._root(), variable_values=variables)
+        return result.data, [e.formatted for e in result.errors] if result.errors else None
 
     def _root(self) -> dict:
         return {"products": self._products_connection, "product": self._product, "node": self._node_by_id,
@@ -266,6 +276,23 @@ class ShopifySandbox(SandboxServer):
                                  "startCursor": _b64(str(start)), "endCursor": _b64(str(end))}}
 
         return {**product, "variants": variants_connection}
+
+
+class _Prepared(NamedTuple):
+    document: object
+    operation: OperationDefinitionNode | None
+    fragments: dict
+    errors: tuple
+
+
+@lru_cache(maxsize=64)
+def _prepare(query: str) -> _Prepared:
+    """Parse and validate a query once: clients send the same few query texts again and again."""
+    document = parse(query)
+    errors = tuple(e.formatted for e in validate(admin_schema(), document))
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    fragments = {d.name.value: d for d in document.definitions if d.kind == "fragment_definition"}
+    return _Prepared(document, operations[0] if operations else None, fragments, errors)
 
 
 def _page_size(first) -> int:
