@@ -94,8 +94,13 @@ def iter_records(
     restart_after_pages: int = RESTART_AFTER_PAGES,
     full_refresh: bool = False,
     checkpoint: shopify_bulk.Checkpoint | None = None,
+    known=(),
 ) -> Iterator[dict]:
     """Yield every product changed after `since` minus `lookback`, each with all its variants.
+
+    `known` holds the (id, updatedAt) versions already written: a product in the lookback window
+    at such a version is passed over rather than re-fetched for the rest of its variants, so a run
+    right after a complete one costs one request.
 
     A full refresh, or a first run over a shop of SHOPIFY_BULK_MIN_PRODUCTS or more, reads the
     catalog with a bulk operation instead (falling back to paging when bulk is not permitted).
@@ -118,6 +123,10 @@ def iter_records(
                 if key is not None and last_key is not None and key <= last_key:
                     continue  # already yielded before a restart
                 last_key = key or last_key
+                if (_more_variants(node) and since and key is not None and key <= since
+                        and (node["id"], key[0]) in known):
+                    log.debug("shopify: %s unchanged since it was written; its variants are not fetched again", node["id"])
+                    continue
                 yield api.with_all_variants(node)
             if has_next and pages >= restart_after_pages and last_key is not None:
                 restart = True
@@ -125,6 +134,12 @@ def iter_records(
         if not restart:
             return
         query_filter = _updated_filter(last_key[0], ">=")
+
+
+def _more_variants(node) -> bool:
+    """True if the product's variants continue past the page that came with it."""
+    connection = node.get("variants") if isinstance(node, dict) else None
+    return isinstance(connection, dict) and bool((connection.get("pageInfo") or {}).get("hasNextPage"))
 
 
 def _large(api: "_ProductsApi", shop: ShopifySettings) -> bool:

@@ -42,7 +42,7 @@ from storage.parquet import PartitionWriter
 from storage.quarantine import Quarantine, quarantine_path
 from storage.crash import crash_point
 from storage.recovery import recover
-from storage.state import MetaStore, ProviderState, state_path
+from storage.state import KnownVersions, MetaStore, ProviderState, state_path
 
 NORMALIZERS = {"shopify": shopify_normalizer, "amazon": amazon_normalizer, "ebay": ebay_normalizer}
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PARTIAL, EXIT_ANOMALY, EXIT_STALE, EXIT_LOCKED = 0, 1, 2, 3, 4, 5, 75
@@ -126,7 +126,9 @@ def extract_load(name, settings, opts, run_id, started, rt, http, state, writer,
     records = connector.iter_records(http, provider_settings, since=_since(stored_mark, opts),
                                      lookback=settings.lookback, clock=rt.clock, full_refresh=opts.full_refresh,
                                      checkpoint=Checkpoint(None if opts.dry_run else
-                                                           MetaStore(state_path(settings.data_dir, name))))
+                                                           MetaStore(state_path(settings.data_dir, name))),
+                                     known=KnownVersions(None if opts.full_refresh else
+                                                         state_path(settings.data_dir, name)))
     if opts.limit is None:  # a limited run must not fetch a page ahead that it will not use
         records = Prefetch(records)
     for raws in batched(islice(records, opts.limit), BATCH_SIZE):

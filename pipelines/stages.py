@@ -86,8 +86,10 @@ def _safe_hash(normalizer, raw) -> str:
 
 
 def keep_new(products: list[Product], state: ProviderState) -> list[Product]:
-    """The products whose raw_hash neither an earlier run nor this one has written."""
+    """The products whose raw_hash neither an earlier run nor this one has written. Every
+    product's version is noted: new or duplicate, its content is in the dataset once committed."""
     flags = state.keep_unseen([p.raw_hash for p in products])
+    state.remember_versions((p.source_id, p.source_updated_at) for p in products)
     return [p for p, new in zip(products, flags) if new]
 
 

@@ -1,4 +1,5 @@
-"""Per-provider state: the seen-hash index, the high-water mark and the committed files.
+"""Per-provider state: the seen-hash index, the written versions, the high-water mark and the
+committed files.
 
 One SQLite file per provider under <data-dir>/state/. The index is on disk, so memory stays flat
 at millions of records. A run's hashes go to a temporary table and reach the index only in the
@@ -7,18 +8,22 @@ same transaction that records its files and high-water mark: data first, state l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 HASH_BYTES = 16  # 128 bits of the SHA-256: collisions are out of reach at any catalog size
 IN_CHUNK = 500
+VERSION_BYTES = 12
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS seen (h BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS versions (v BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, run_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -28,6 +33,13 @@ def state_path(data_dir: Path, provider: str) -> Path:
     return data_dir / "state" / f"{provider}.sqlite"
 
 
+def version_key(source_id: str, updated_at: datetime) -> bytes:
+    """A record's version: its id and the provider's last-changed time (a connector can skip work
+    for a version already written, such as fetching the rest of a product's variants again)."""
+    text = f"{source_id}\n{updated_at.astimezone(timezone.utc).isoformat()}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:VERSION_BYTES]
+
+
 class ProviderState:
     """Open with `ProviderState.open`; `read_only` (dry runs) never writes a byte to disk."""
 
@@ -35,6 +47,7 @@ class ProviderState:
         self.con = con
         self.read_only = read_only
         con.execute("CREATE TEMP TABLE run_seen (h BLOB PRIMARY KEY) WITHOUT ROWID")
+        con.execute("CREATE TEMP TABLE run_versions (v BLOB PRIMARY KEY) WITHOUT ROWID")
 
     @classmethod
     def open(cls, path: Path, *, read_only: bool = False) -> "ProviderState":
@@ -87,6 +100,11 @@ class ProviderState:
         self.con.executemany("INSERT INTO temp.run_seen VALUES (?)", fresh)
         return flags
 
+    def remember_versions(self, versions: Iterable[tuple[str, datetime | None]]) -> None:
+        """Note the (source_id, updated_at) of records this run writes; they count once committed."""
+        self.con.executemany("INSERT OR IGNORE INTO temp.run_versions VALUES (?)",
+                             [(version_key(i, t),) for i, t in versions if t is not None])
+
     def seen_count(self) -> int:
         return self.con.execute("SELECT count(*) FROM main.seen").fetchone()[0]
 
@@ -101,6 +119,7 @@ class ProviderState:
         con.execute("BEGIN IMMEDIATE")
         try:
             con.execute("INSERT OR IGNORE INTO main.seen SELECT h FROM temp.run_seen")
+            con.execute("INSERT OR IGNORE INTO main.versions SELECT v FROM temp.run_versions")
             con.executemany("INSERT OR REPLACE INTO files VALUES (?, ?)",
                             [(Path(f).as_posix(), run_id) for f in files])
             con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -111,10 +130,12 @@ class ProviderState:
             con.execute("ROLLBACK")
             raise
         con.execute("DELETE FROM temp.run_seen")
+        con.execute("DELETE FROM temp.run_versions")
 
     def forget_run(self) -> None:
-        """Drop this run's uncommitted hashes (the provider failed)."""
+        """Drop this run's uncommitted hashes and versions (the provider failed)."""
         self.con.execute("DELETE FROM temp.run_seen")
+        self.con.execute("DELETE FROM temp.run_versions")
 
     def adopt(self, data_dir: Path, paths: list[Path]) -> int:
         """Index Parquet files that exist but that this state does not know (a lost state file)."""
@@ -123,10 +144,14 @@ class ProviderState:
         try:
             count = 0
             for path in paths:
-                hashes = pq.read_table(path, columns=["raw_hash", "run_id"])
+                table = pq.read_table(path, columns=["raw_hash", "run_id", "source_id", "source_updated_at"])
                 self.con.executemany("INSERT OR IGNORE INTO main.seen VALUES (?)",
-                                     [(bytes.fromhex(h)[:HASH_BYTES],) for h in hashes["raw_hash"].to_pylist()])
-                run_ids = hashes["run_id"].to_pylist()
+                                     [(bytes.fromhex(h)[:HASH_BYTES],) for h in table["raw_hash"].to_pylist()])
+                self.con.executemany("INSERT OR IGNORE INTO main.versions VALUES (?)",
+                                     [(version_key(i, t),) for i, t in zip(table["source_id"].to_pylist(),
+                                                                           table["source_updated_at"].to_pylist())
+                                      if t is not None])
+                run_ids = table["run_id"].to_pylist()
                 self.con.execute("INSERT OR REPLACE INTO files VALUES (?, ?)",
                                  (path.relative_to(data_dir).as_posix(), run_ids[0] if run_ids else ""))
                 count += len(run_ids)
@@ -164,3 +189,23 @@ class MetaStore:
 
     def delete(self, key: str) -> None:
         self._call("DELETE FROM meta WHERE key = ?", (key,))
+
+
+class KnownVersions:
+    """`(source_id, updated_at) in known`: was this version written by a committed run? Usable
+    from the fetch thread: each question opens its own read-only connection (questions are few:
+    a connector asks only where skipping saves requests)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def __contains__(self, version: tuple[str, datetime]) -> bool:
+        if self.path is None or not self.path.exists():
+            return False
+        con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, timeout=30)
+        try:
+            return con.execute("SELECT 1 FROM versions WHERE v = ?", (version_key(*version),)).fetchone() is not None
+        except sqlite3.OperationalError:  # a state file from before versions were kept
+            return False
+        finally:
+            con.close()

@@ -6,11 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from sandbox.catalog import CatalogSpec
+from sandbox.shopify import ShopifySandbox
 from storage.lock import ProviderLock
 from tests.conftest import SHOP, TOKEN, parquet_rows
 
@@ -35,6 +38,41 @@ def test_second_run_writes_nothing_and_changes_are_written_exactly_once(sandbox,
     assert len(rows) == 103
     newest = {r["source_id"] for r in rows if r["run_id"] == third["run_id"]}
     assert newest == set(changed)
+
+
+@pytest.fixture
+def many_variants_last():
+    """A catalog whose newest product has 30 variants (three follow-up pages of 10 inline)."""
+    spec = CatalogSpec(size=100, many_variants_every=100, many_variants=30, same_time_every=0)
+    with ShopifySandbox(spec, token=TOKEN, throttle=False) as server:
+        yield server
+
+
+def test_a_run_right_after_a_complete_one_makes_one_request(many_variants_last, run, dirs):
+    sandbox = many_variants_last
+    result, first = run(sandbox, "--providers", "shopify")
+    assert first["providers"]["shopify"]["written"] == 100
+    first_requests = len(sandbox.api_requests())
+    result, second = run(sandbox, "--providers", "shopify")
+    assert result.exit_code == 0, result.output
+    assert len(sandbox.api_requests()) - first_requests == 1 == second["providers"]["shopify"]["requests"]
+    assert second["providers"]["shopify"]["written"] == 0
+
+
+def test_a_late_indexed_product_in_the_lookback_window_arrives_with_every_variant(many_variants_last, run, dirs):
+    """Only versions already written are passed over: one that Shopify's search index shows late,
+    with an updatedAt just under the high-water mark, is fetched in full."""
+    sandbox = many_variants_last
+    run(sandbox, "--providers", "shopify")
+    newest = max(sandbox.products.values(), key=lambda p: p["updatedAt"])
+    late_time = (datetime.fromisoformat(newest["updatedAt"]) - timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    late_id = "gid://shopify/Product/9999999"
+    sandbox.products[late_id] = {**newest, "id": late_id, "title": "Late Lantern", "updatedAt": late_time}
+    sandbox._sorted = None
+    result, second = run(sandbox, "--providers", "shopify")
+    assert second["providers"]["shopify"]["written"] == 1
+    late = [r for r in parquet_rows(dirs["data"]) if r["source_id"] == late_id]
+    assert len(late) == 1 and len(late[0]["variants"]) == 30
 
 
 def test_every_variant_arrives_for_products_with_more_than_one_page(sandbox, run, dirs):

@@ -13,7 +13,7 @@ from normalize.shopify import to_product
 from storage import parquet
 from storage.parquet import PartitionWriter, partition_dir, provider_files
 from storage.recovery import recover
-from storage.state import ProviderState, state_path
+from storage.state import KnownVersions, ProviderState, state_path
 from tests.conftest import load_fixture
 
 RUN = "20261127T120000Z-abcdef"
@@ -99,6 +99,8 @@ def test_a_lost_state_file_adopts_the_existing_parquet_instead_of_rewriting_it(t
     assert recover(state, tmp_path, "shopify") == (0, 3)
     assert state.keep_unseen([p.raw_hash for p in batch]) == [False, False, False]
     state.close()
+    known = KnownVersions(state_path(tmp_path, "shopify"))
+    assert all((p.source_id, p.source_updated_at) in known for p in batch)  # versions adopted too
 
 
 def test_state_commit_is_all_or_nothing(tmp_path):
@@ -116,6 +118,27 @@ def test_state_commit_is_all_or_nothing(tmp_path):
     assert state.seen_count() == 1 and state.get("high_water_mark") == ["2026-11-01T00:00:00+00:00", 5]
     assert state.committed_files() == {"normalized/x.parquet"}
     state.close()
+
+
+def test_versions_are_known_only_once_their_run_commits(tmp_path):
+    path = state_path(tmp_path, "shopify")
+    known = KnownVersions(path)
+    when = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
+    state = ProviderState.open(path)
+    state.remember_versions([("gid://shopify/Product/1", when), ("gid://shopify/Product/2", None)])
+    assert ("gid://shopify/Product/1", when) not in known  # not committed yet
+    state.forget_run()  # the provider failed
+    state.commit(RUN, [], {})
+    assert ("gid://shopify/Product/1", when) not in known
+    state.remember_versions([("gid://shopify/Product/1", when)])
+    state.commit(RUN, [], {})
+    state.close()
+    assert ("gid://shopify/Product/1", when) in known
+    # The same instant written in another zone is the same version; another time or id is not.
+    assert ("gid://shopify/Product/1", datetime.fromisoformat("2026-11-01T07:00:00-05:00")) in known
+    assert ("gid://shopify/Product/1", datetime(2026, 11, 1, 12, 0, 1, tzinfo=timezone.utc)) not in known
+    assert ("gid://shopify/Product/2", when) not in known
+    assert ("x", when) not in KnownVersions(tmp_path / "missing.sqlite")
 
 
 def test_read_only_state_never_creates_a_file(tmp_path):
