@@ -33,13 +33,14 @@ class SandboxProcess:
 
 
 def timed_run(command: list[str], env: dict) -> dict:
-    """Run a command; wall seconds and the child's own peak RSS (os.wait4, not RUSAGE_CHILDREN)."""
+    """Run a command; wall seconds, the child's own CPU seconds and peak RSS (os.wait4, not RUSAGE_CHILDREN)."""
     started = time.monotonic()
     proc = subprocess.Popen(command, env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - started
     out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
-    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "exit": os.waitstatus_to_exitcode(status),
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "exit": os.waitstatus_to_exitcode(status),
             "stdout": out, "stderr": err}
 
 

@@ -16,13 +16,19 @@ TRANSPORT_KEYS = frozenset({"__parentId", "cursor", "pageInfo", "__typename"})
 
 
 def canonical(value, drop: frozenset[str] = TRANSPORT_KEYS):
-    """The record with transport fields dropped and lists of objects sorted by id."""
-    if isinstance(value, dict):
-        return {k: (canonical(v, drop) if isinstance(v, (dict, list)) else v)
+    """The record with transport fields dropped and lists of objects sorted by id.
+
+    Copy on write: a dict with nothing to drop and no nested container is returned as it is (most
+    of a catalog: every variant), so hashing builds as little as it must.
+    """
+    if type(value) is dict:
+        if drop.isdisjoint(value) and not any(type(v) is dict or type(v) is list for v in value.values()):
+            return value
+        return {k: (canonical(v, drop) if type(v) is dict or type(v) is list else v)
                 for k, v in value.items() if k not in drop}
-    if isinstance(value, list):
-        items = [canonical(v, drop) if isinstance(v, (dict, list)) else v for v in value]
-        if items and all(isinstance(v, dict) and "id" in v for v in items):
+    if type(value) is list:
+        items = [canonical(v, drop) if type(v) is dict or type(v) is list else v for v in value]
+        if items and all(type(v) is dict and "id" in v for v in items):
             items.sort(key=lambda v: str(v["id"]))
         return items
     return value

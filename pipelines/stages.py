@@ -133,47 +133,52 @@ class Prefetch:
     """Runs a connector's generator in a worker thread, a bounded queue ahead of the consumer, so
     the provider prepares the next page while this process normalizes and writes the last one.
 
+    Records cross in chunks (one queue hand-off per `chunk` records, not per record: each hand-off
+    wakes the other thread, and on two cores those wake-ups cost more than the records' own work).
     The queue holds at most `depth` records (memory stays bounded); the connector's exceptions
-    reach the consumer unchanged; closing early (a --limit) stops the worker at its next record.
+    reach the consumer unchanged, after the records before them; closing early stops the worker.
     """
 
-    def __init__(self, records: Iterator, depth: int = 2000):
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+    def __init__(self, records: Iterator, depth: int = 2000, chunk: int = 100):
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth // chunk))
         self._stop = threading.Event()
-        self._records = records
+        self._records, self._chunk = records, chunk
         self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
-        try:
-            for record in self._records:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put((record, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
-                    return
-            item = (_DONE, None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            item = (_DONE, exc)
+    def _put(self, item) -> bool:
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
-                return
+                return True
             except queue.Full:
                 continue
+        return False
+
+    def _run(self) -> None:
+        chunk, error = [], None
+        try:
+            for record in self._records:
+                chunk.append(record)
+                if len(chunk) >= self._chunk:
+                    if not self._put((chunk, None)):
+                        return
+                    chunk = []
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            error = exc
+        if chunk and not self._put((chunk, None)):
+            return
+        self._put((_DONE, error))
 
     def __iter__(self):
         try:
             while True:
-                record, error = self._queue.get()
-                if record is _DONE:
+                records, error = self._queue.get()
+                if records is _DONE:
                     if error is not None:
                         raise error
                     return
-                yield record
+                yield from records
         finally:
             self.close()
 

@@ -81,6 +81,13 @@ def test_raw_hash_is_stable_under_key_and_variant_order():
     assert norm(shuffled).raw_hash == norm(raw).raw_hash
 
 
+def test_raw_hash_of_a_recorded_product_never_changes():
+    """A changed hash would write every product of every dataset again: pinned to the value the
+    first release computed (any change to it must come with a NORMALIZER_VERSION bump)."""
+    raw = load_fixture("shopify", "product.json")
+    assert norm(raw).raw_hash == "590423199990558337fded8f5f5c3a88f0b31977ee23126eb8e821b46fc71675"
+
+
 def test_raw_hash_ignores_transport_fields_and_changes_with_content():
     raw = load_fixture("shopify", "product.json")
     with_transport = copy.deepcopy(raw)

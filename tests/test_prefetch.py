@@ -1,0 +1,62 @@
+"""Prefetch: the connector's generator in a worker thread, handed over in bounded chunks."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pipelines.stages import Prefetch
+
+
+def test_every_record_arrives_in_order_across_chunk_boundaries():
+    assert list(Prefetch(iter(range(1234)), depth=200, chunk=100)) == list(range(1234))
+    assert list(Prefetch(iter([]), chunk=100)) == []
+
+
+def test_a_connector_error_arrives_after_the_records_before_it():
+    def records():
+        yield from range(150)
+        raise RuntimeError("page 3 failed")
+
+    got = []
+    with pytest.raises(RuntimeError, match="page 3 failed"):
+        for record in Prefetch(records(), chunk=100):
+            got.append(record)
+    assert got == list(range(150))
+
+
+def test_the_worker_runs_at_most_depth_records_ahead():
+    produced, release = [], threading.Event()
+
+    def records():
+        for i in range(10_000):
+            produced.append(i)
+            yield i
+
+    prefetch = Prefetch(records(), depth=200, chunk=10)
+    iterator = iter(prefetch)
+    assert next(iterator) == 0
+    release.wait(0.3)  # let the worker fill the queue
+    # the queue's 20 chunks, the chunk being handed over and the one being filled
+    assert len(produced) <= 200 + 2 * 10
+    prefetch.close()
+
+
+def test_closing_early_stops_the_worker_and_closes_the_generator():
+    closed = threading.Event()
+
+    def records():
+        try:
+            for i in range(1_000_000):
+                yield i
+        finally:
+            closed.set()
+
+    prefetch = Prefetch(records(), depth=100, chunk=10)
+    for i, _ in enumerate(prefetch):
+        if i == 5:
+            break
+    prefetch.close()
+    assert not prefetch._thread.is_alive()
+    assert closed.is_set()
