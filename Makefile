@@ -66,10 +66,11 @@ $(DLT_VENV)/.installed: bench/requirements-dlt.txt
 	$(DLT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements-dlt.txt
 	touch $@
 
-bench: $(STAMP) $(DLT_VENV)/.installed  ## sizes 10k and 100k, the dlt comparison, the throttled crawl
+bench: $(STAMP) $(DLT_VENV)/.installed  ## sizes 10k and 100k, the dlt comparison, the throttled crawl, stage timings
 	$(PY) bench/bench.py 10000 100000
 	$(PY) bench/compare_dlt.py --dlt-python $(DLT_VENV)/bin/python 10000 100000
 	$(PY) bench/throttled_crawl.py 600
+	$(PY) bench/stages.py 20000
 
 bench-1m: $(STAMP)  ## the 1,000,000-product run (minutes; several GB for the sandbox's catalog)
 	$(PY) bench/bench.py 1000000

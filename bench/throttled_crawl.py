@@ -19,9 +19,11 @@ from bench.common import REPO, SandboxProcess, last_run, pipeline_env, timed_run
 def main(size: int) -> None:
     sandbox = SandboxProcess(size, "--throttle", "--bucket", "2000", "--restore-rate", "100")
     with tempfile.TemporaryDirectory() as tmp:
+        before = sandbox.cpu_seconds()
         run = timed_run([sys.executable, str(REPO / "pipelines" / "run_pipeline.py"), "--providers", "shopify", "--quiet"],
                         pipeline_env(Path(tmp), sandbox))
         entry = last_run(Path(tmp))["providers"]["shopify"]
+        sandbox_cpu = sandbox.cpu_seconds() - before
     final = sandbox.stop()
     charged, largest = final["charged_cost"], final["max_requested"]
     ideal = (charged - 2000 + largest) / 100
@@ -29,6 +31,7 @@ def main(size: int) -> None:
     print(f"products {size}  C={charged} points  R={largest}  ideal {(ideal):.1f}s  bound {1.1 * ideal:.1f}s  "
           f"crawl {crawl:.1f}s ({crawl / ideal:.3f} x ideal)  process wall {run['wall_s']:.1f}s  "
           f"THROTTLED answers {final['throttled']}  throttle wait {entry['throttle_wait_s']:.1f}s  "
+          f"our CPU {run['cpu_s']:.1f}s  sandbox CPU {sandbox_cpu:.1f}s  "
           f"{'MET' if crawl <= 1.1 * ideal and final['throttled'] == 0 else 'NOT MET'}")
 
 

@@ -5,6 +5,7 @@ Yields one raw product dict at a time, oldest change first, with every variant m
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -95,17 +96,20 @@ def iter_records(
     full_refresh: bool = False,
     checkpoint: shopify_bulk.Checkpoint | None = None,
     known=(),
+    hints=None,
 ) -> Iterator[dict]:
     """Yield every product changed after `since` minus `lookback`, each with all its variants.
 
     `known` holds the (id, updatedAt) versions already written: a product in the lookback window
     at such a version is passed over rather than re-fetched for the rest of its variants, so a run
-    right after a complete one costs one request.
+    right after a complete one costs one request. `hints` (a get/set store, or None) keeps the
+    page size learned from Shopify's reported costs, so the next run's first page is full-sized.
 
     A full refresh, or a first run over a shop of SHOPIFY_BULK_MIN_PRODUCTS or more, reads the
     catalog with a bulk operation instead (falling back to paging when bulk is not permitted).
     """
     api = _ProductsApi(http, shop, clock)
+    api.page_size = _stored_page_size(hints)
     checkpoint = checkpoint or shopify_bulk.Checkpoint()
     if since is None and (full_refresh or checkpoint.get() or _large(api, shop)):
         try:
@@ -132,8 +136,19 @@ def iter_records(
                 restart = True
                 break
         if not restart:
-            return
+            break
         query_filter = _updated_filter(last_key[0], ">=")
+    if hints is not None and api.cost_per_product and api.page_size != _stored_page_size(hints):
+        hints.set(PAGE_SIZE_HINT, api.page_size)
+
+
+# The hint is keyed by the query text: a changed query (other fields, another cost) starts afresh.
+PAGE_SIZE_HINT = "shopify_page_size_" + hashlib.sha256(PRODUCTS_QUERY.encode()).hexdigest()[:12]
+
+
+def _stored_page_size(hints) -> int:
+    value = hints.get(PAGE_SIZE_HINT) if hints is not None else None
+    return value if isinstance(value, int) and 1 <= value <= MAX_PAGE_SIZE else FIRST_PAGE_SIZE
 
 
 def _more_variants(node) -> bool:

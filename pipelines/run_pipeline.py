@@ -123,10 +123,10 @@ def extract_load(name, settings, opts, run_id, started, rt, http, state, writer,
         state.set("inflight_run", run_id)
     stored_mark = _stored_mark(state)
     high_water_mark = stored_mark
+    meta = None if opts.dry_run else MetaStore(state_path(settings.data_dir, name))  # a dry run writes nothing
     records = connector.iter_records(http, provider_settings, since=_since(stored_mark, opts),
                                      lookback=settings.lookback, clock=rt.clock, full_refresh=opts.full_refresh,
-                                     checkpoint=Checkpoint(None if opts.dry_run else
-                                                           MetaStore(state_path(settings.data_dir, name))),
+                                     checkpoint=Checkpoint(meta), hints=meta,
                                      known=KnownVersions(None if opts.full_refresh else
                                                          state_path(settings.data_dir, name)))
     if opts.limit is None:  # a limited run must not fetch a page ahead that it will not use

@@ -137,9 +137,18 @@ class Prefetch:
     wakes the other thread, and on two cores those wake-ups cost more than the records' own work).
     The queue holds at most `depth` records (memory stays bounded); the connector's exceptions
     reach the consumer unchanged, after the records before them; closing early stops the worker.
+
+    While it runs, the interpreter offers the GIL every 0.5 ms instead of every 5: the worker
+    waits on the network and needs the GIL back after each read, and at the default interval it
+    queued behind the busy consumer for up to 5 ms each time (at 100k products: about 15%
+    faster end to end, measured with bench/bench.py).
     """
 
+    SWITCH_INTERVAL_S = 0.0005
+
     def __init__(self, records: Iterator, depth: int = 2000, chunk: int = 100):
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, self.SWITCH_INTERVAL_S))
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth // chunk))
         self._stop = threading.Event()
         self._records, self._chunk = records, chunk
@@ -185,6 +194,7 @@ class Prefetch:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        sys.setswitchinterval(self._switch_interval)
         close = getattr(self._records, "close", None)
         if close is not None and not self._thread.is_alive():
             close()

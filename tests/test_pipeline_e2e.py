@@ -59,6 +59,23 @@ def test_a_run_right_after_a_complete_one_makes_one_request(many_variants_last, 
     assert second["providers"]["shopify"]["written"] == 0
 
 
+def test_the_page_size_learned_from_reported_costs_carries_over_to_the_next_run(sandbox, run, dirs):
+    def firsts(entries):
+        return [json.loads(e["body"])["variables"]["first"] for e in entries
+                if "query Products" in json.loads(e["body"])["query"]]
+
+    run(sandbox, "--providers", "shopify")
+    first_run = firsts(sandbox.api_requests())
+    assert first_run[0] == 10 and first_run[-1] > 10  # no cost known yet, then sized by the reported cost
+    count = len(sandbox.api_requests())
+    run(sandbox, "--providers", "shopify")
+    assert firsts(sandbox.api_requests()[count:])[0] == first_run[-1]
+    # a dry run neither reads nor keeps hints: it writes nothing, in the state or anywhere else
+    count = len(sandbox.api_requests())
+    run(sandbox, "--providers", "shopify", "--dry-run")
+    assert firsts(sandbox.api_requests()[count:])[0] == 10
+
+
 def test_a_late_indexed_product_in_the_lookback_window_arrives_with_every_variant(many_variants_last, run, dirs):
     """Only versions already written are passed over: one that Shopify's search index shows late,
     with an updatedAt just under the high-water mark, is fetched in full."""

@@ -60,3 +60,12 @@ def test_closing_early_stops_the_worker_and_closes_the_generator():
     prefetch.close()
     assert not prefetch._thread.is_alive()
     assert closed.is_set()
+
+
+def test_the_gil_is_offered_often_while_the_worker_runs_and_the_interval_is_restored_after():
+    import sys
+
+    before = sys.getswitchinterval()
+    seen = [sys.getswitchinterval() for _ in Prefetch(iter(range(3)), chunk=2)]
+    assert seen == [Prefetch.SWITCH_INTERVAL_S] * 3
+    assert sys.getswitchinterval() == before
