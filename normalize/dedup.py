@@ -22,8 +22,12 @@ def canonical(value, drop: frozenset[str] = TRANSPORT_KEYS):
     of a catalog: every variant), so hashing builds as little as it must.
     """
     if type(value) is dict:
-        if drop.isdisjoint(value) and not any(type(v) is dict or type(v) is list for v in value.values()):
-            return value
+        for v in value.values():
+            if type(v) is dict or type(v) is list:
+                break
+        else:
+            if drop.isdisjoint(value):
+                return value
         return {k: (canonical(v, drop) if type(v) is dict or type(v) is list else v)
                 for k, v in value.items() if k not in drop}
     if type(value) is list:

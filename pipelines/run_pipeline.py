@@ -35,7 +35,7 @@ from pipelines.anomaly import AnomalyRules
 from pipelines.config import PROVIDERS, REPO_ROOT, ConfigError, Settings, load_settings, read_environment
 from pipelines.redact import Redactor, RedactingFilter
 from pipelines.stages import (BATCH_SIZE, DryRunSink, Prefetch, Progress, ProviderResult, batched, keep_new,
-                              normalize_batch)
+                              lean_gc, normalize_batch)
 from storage import history_db, runlog
 from storage.lock import ProviderLock
 from storage.parquet import PartitionWriter
@@ -180,7 +180,8 @@ def execute(settings: Settings, opts: RunOptions, rt: Runtime) -> tuple[int, dic
                     log.warning("%s: skipped: %s", name, reason)
             continue
         log.info("%s: starting (%s)", name, _mode(opts))
-        results[name] = result = run_provider(name, settings, opts, run_id, started, rt)
+        with lean_gc():
+            results[name] = result = run_provider(name, settings, opts, run_id, started, rt)
         _report(name, result, opts)
     history = runlog.read(settings.logs_dir)
     anomalies = _find_anomalies(settings, opts, results, history)

