@@ -7,23 +7,12 @@ import json
 import pytest
 from graphql import execute
 
+from bench.dlt_products import QUERY as DLT_SHAPED  # the query a dlt user sends
 from connectors.shopify import PRODUCTS_QUERY, VARIANTS_QUERY
 from sandbox.catalog import CatalogSpec
 from sandbox.graphql_exec import Unsupported, execute_query
 from sandbox.shopify import READ_ROOT_FIELDS, ShopifySandbox, _prepare, admin_schema
 
-# The shape a dlt user sends (bench/dlt_products.py): no nested paging, variants(first: 100).
-DLT_SHAPED = """query Products($first: Int!, $after: String) {
-  products(first: $first, after: $after, sortKey: UPDATED_AT) {
-    pageInfo { hasNextPage endCursor }
-    nodes {
-      id title handle vendor productType status tags createdAt updatedAt onlineStoreUrl description totalInventory
-      priceRangeV2 { minVariantPrice { amount currencyCode } maxVariantPrice { amount currencyCode } }
-      featuredMedia { ... on MediaImage { image { url } } }
-      variants(first: 100) { nodes { id sku price } }
-    }
-  }
-}"""
 EDGES_ALIASES_FRAGMENTS = """query Edges($n: Int!) {
   first: products(first: $n, sortKey: ID) {
     edges { cursor node { __typename ...Core media: featuredMedia { __typename ... on MediaImage { image { url } } } } }
