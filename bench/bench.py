@@ -1,5 +1,6 @@
 """End-to-end size benchmark: the pipeline against a sandbox in its own process (throttling off,
-the 1,000-point cap on), into a temporary data directory. Prints one table row per size.
+the 1,000-point cap on), into a temporary data directory. Prints one table row per size, after
+checking that every product and every variant of the catalog is in the Parquet written.
 
 Usage: python bench/bench.py 10000 100000 [1000000]
 """
@@ -12,7 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO, SandboxProcess, last_run, parquet_bytes, pipeline_env, timed_run  # noqa: E402
+from bench.common import (REPO, SandboxProcess, last_run, parquet_bytes, parquet_variants, pipeline_env,  # noqa: E402
+                          timed_run)
 
 CLI = [sys.executable, str(REPO / "pipelines" / "run_pipeline.py"), "--providers", "shopify", "--quiet"]
 
@@ -29,25 +31,30 @@ def bench(size: int) -> dict:
                 raise SystemExit(f"pipeline exited {run['exit']}: {run['stderr'][-2000:]}")
             entry = last_run(Path(tmp))["providers"]["shopify"]
             size_bytes = parquet_bytes(Path(tmp))
+            variants = parquet_variants(Path(tmp))
+            if entry["written"] != size or variants != sandbox.info["variants"]:
+                raise SystemExit(f"incomplete: {entry['written']} of {size} products, "
+                                 f"{variants} of {sandbox.info['variants']} variants")
             again = timed_run(CLI, env)  # the no-change rerun
             entry2 = last_run(Path(tmp))["providers"]["shopify"]
     finally:
         sandbox.stop()
     return {"n": size, "wall_s": run["wall_s"], "products_s": size / run["wall_s"], "requests": entry["requests"],
             "peak_rss_mb": run["peak_rss_mb"], "cpu_s": run["cpu_s"], "bytes": size_bytes, "rows": entry["written"],
-            "sandbox_cpu_s": sandbox_cpu, "rerun_requests": entry2["requests"], "rerun_rows": entry2["written"],
-            "rerun_wall_s": again["wall_s"]}
+            "variants": variants, "sandbox_cpu_s": sandbox_cpu, "rerun_requests": entry2["requests"],
+            "rerun_rows": entry2["written"], "rerun_wall_s": again["wall_s"]}
 
 
 def main(sizes: list[int]) -> None:
     header = (f"{'N':>9} {'wall s':>8} {'prod/s':>8} {'requests':>8} {'peak RSS MB':>11} {'out MB':>7} {'rows':>9} "
-              f"{'our CPU s':>9} {'sandbox CPU s':>13} | {'rerun req':>9} {'rerun rows':>10} {'rerun s':>7}")
+              f"{'our CPU s':>9} {'sandbox CPU s':>13} {'variants (all)':>14} | "
+              f"{'rerun req':>9} {'rerun rows':>10} {'rerun s':>7}")
     print(header)
     for size in sizes:
         r = bench(size)
         print(f"{r['n']:>9} {r['wall_s']:>8.1f} {r['products_s']:>8.0f} {r['requests']:>8} {r['peak_rss_mb']:>11.0f} "
-              f"{r['bytes'] / 1e6:>7.1f} {r['rows']:>9} {r['cpu_s']:>9.1f} {r['sandbox_cpu_s']:>13.1f} | {r['rerun_requests']:>9} "
-              f"{r['rerun_rows']:>10} {r['rerun_wall_s']:>7.2f}", flush=True)
+              f"{r['bytes'] / 1e6:>7.1f} {r['rows']:>9} {r['cpu_s']:>9.1f} {r['sandbox_cpu_s']:>13.1f} "
+              f"{r['variants']:>14} | {r['rerun_requests']:>9} {r['rerun_rows']:>10} {r['rerun_wall_s']:>7.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 REPO = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -56,6 +59,15 @@ def pipeline_env(root: Path, sandbox: SandboxProcess, **extra) -> dict:
 
 def last_run(root: Path) -> dict:
     return json.loads((root / "logs" / "runs.jsonl").read_text().splitlines()[-1])
+
+
+def parquet_variants(root: Path) -> int:
+    """How many variants the written Parquet holds, read a batch at a time."""
+    total = 0
+    for path in (root / "data" / "normalized").rglob("*.parquet"):
+        for batch in pq.ParquetFile(path).iter_batches(columns=["variants"]):
+            total += pc.sum(pc.list_value_length(batch.column(0))).as_py() or 0
+    return total
 
 
 def parquet_bytes(root: Path) -> int:

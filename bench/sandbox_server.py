@@ -31,7 +31,9 @@ def main() -> None:
     args = parser.parse_args()
     server = ShopifySandbox(CatalogSpec(size=args.size, **BENCH_SPEC), token=TOKEN, throttle=args.throttle,
                             bucket_max=args.bucket, restore_rate=args.restore_rate).start()
-    print(json.dumps({"base_url": server.base_url, "pid": os.getpid(), "token": TOKEN}), flush=True)
+    variants = sum(len(p["variants"]) for p in server.products.values())
+    print(json.dumps({"base_url": server.base_url, "pid": os.getpid(), "token": TOKEN, "variants": variants}),
+          flush=True)
     signal.signal(signal.SIGTERM, lambda *a: (server.stop(), sys.exit(0)))
     try:
         sys.stdin.read()  # until the parent closes our stdin

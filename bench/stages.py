@@ -10,7 +10,8 @@ this process's CPU time, the sandbox's CPU time and the rate:
   write         Products -> Arrow -> Parquet row groups and files
 
 Holding every record between stages is what the pipeline never does; it is done here only so each
-stage can be timed alone (use a size that fits in memory: 10k-100k).
+stage can be timed alone (use a size that fits in memory: 10k-100k). The collector is tuned as
+in a pipeline run (lean_gc).
 
 Usage: python bench/stages.py [N]   (default 20000)
 """
@@ -31,7 +32,7 @@ from connectors.http import HttpSettings  # noqa: E402
 from normalize import shopify as shopify_normalizer  # noqa: E402
 from normalize.dedup import raw_hash  # noqa: E402
 from pipelines.config import load_settings  # noqa: E402
-from pipelines.stages import batched, keep_new, normalize_batch  # noqa: E402
+from pipelines.stages import batched, keep_new, lean_gc, normalize_batch  # noqa: E402
 from storage.parquet import PartitionWriter  # noqa: E402
 from storage.quarantine import Quarantine  # noqa: E402
 from storage.state import ProviderState  # noqa: E402
@@ -54,6 +55,11 @@ class Stage:
 
 
 def main(size: int) -> None:
+    with lean_gc():
+        _main(size)
+
+
+def _main(size: int) -> None:
     sandbox = SandboxProcess(size)
     rows = []
     try:

@@ -63,6 +63,8 @@ VARIANTS_QUERY = f"""query ProductVariants($id: ID!, $after: String) {{
 BULK_QUERY = shopify_bulk.bulk_query(PRODUCT_FIELDS, VARIANT_FIELDS)
 QUERIES = (PRODUCTS_QUERY, VARIANTS_QUERY, shopify_bulk.START_MUTATION, shopify_bulk.POLL_QUERY,
            shopify_bulk.COUNT_QUERY, BULK_QUERY)
+# The learned page size is kept under a key of the query text: a changed query starts afresh.
+PAGE_SIZE_HINT = "shopify_page_size_" + hashlib.sha256(PRODUCTS_QUERY.encode()).hexdigest()[:12]
 
 
 class QueryTooCostly(ResponseError):
@@ -129,7 +131,8 @@ def iter_records(
                 last_key = key or last_key
                 if (_more_variants(node) and since and key is not None and key <= since
                         and (node["id"], key[0]) in known):
-                    log.debug("shopify: %s unchanged since it was written; its variants are not fetched again", node["id"])
+                    log.debug("shopify: %s unchanged since it was written; its variants are not fetched again",
+                              node["id"])
                     continue
                 yield api.with_all_variants(node)
             if has_next and pages >= restart_after_pages and last_key is not None:
@@ -140,10 +143,6 @@ def iter_records(
         query_filter = _updated_filter(last_key[0], ">=")
     if hints is not None and api.cost_per_product and api.page_size != _stored_page_size(hints):
         hints.set(PAGE_SIZE_HINT, api.page_size)
-
-
-# The hint is keyed by the query text: a changed query (other fields, another cost) starts afresh.
-PAGE_SIZE_HINT = "shopify_page_size_" + hashlib.sha256(PRODUCTS_QUERY.encode()).hexdigest()[:12]
 
 
 def _stored_page_size(hints) -> int:
