@@ -61,7 +61,7 @@ def main() -> None:
     print(f"{'N':>8} | {'ours prod/s':>11} {'RSS MB':>6} {'req':>5} {'sbx CPU s':>9} | {'dlt prod/s':>10} {'RSS MB':>6} "
           f"{'req':>6} {'page':>4} {'sbx CPU s':>9} {'config':>13} | {'speed x':>7} {'RSS ratio':>9}")
     for size in args.sizes:
-        r = compare(size, args.dlt_python)
+        r = compare(size, os.path.abspath(args.dlt_python))  # runs from "/"; abspath keeps the venv's symlink
         print(f"{r['n']:>8} | {r['ours_pps']:>11.0f} {r['ours_rss']:>6.0f} {r['ours_requests']:>5} "
               f"{r['ours_sandbox_cpu']:>9.1f} | {r['dlt_pps']:>10.0f} {r['dlt_rss_best']:>6.0f} {r['dlt_requests']:>6} "
               f"{r['dlt_page']:>4} {r['dlt_sandbox_cpu']:>9.1f} {r['dlt_config']:>13} | "
