@@ -82,3 +82,19 @@ def test_lean_gc_freezes_and_raises_the_threshold_only_while_it_lasts():
         assert gc.get_freeze_count() > 0
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "system"), ("mimalloc", "mimalloc")])
+def test_the_entrypoint_gives_arrow_the_system_allocator_unless_told_otherwise(preset, expected):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if preset:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = preset
+    code = "import pipelines.run_pipeline, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).resolve().parent.parent,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == expected
