@@ -123,16 +123,23 @@ def _download(http, url: str, path: Path) -> Path:
     """Stream the signed URL to disk: no credentials (a plain session), no cache, only its host logged."""
     host = urlsplit(url).hostname
     log.info("shopify: downloading the bulk result from %s", host)
-    with requests.Session() as session, session.get(
-            url, stream=True, allow_redirects=False,
-            timeout=(http.settings.connect_timeout_s, http.settings.read_timeout_s)) as response:
-        if response.status_code != 200:
-            raise ResponseError("shopify", f"the bulk result download from {host} failed", status=response.status_code)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            for chunk in response.iter_content(1 << 20):
-                handle.write(chunk)
-    http.stats.requests += 1
+    try:
+        with requests.Session() as session, session.get(
+                url, stream=True, allow_redirects=False,
+                timeout=(http.settings.connect_timeout_s, http.settings.read_timeout_s)) as response:
+            if response.status_code != 200:
+                raise ResponseError("shopify", f"the bulk result download from {host} failed",
+                                    status=response.status_code)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in response.iter_content(1 << 20):
+                    handle.write(chunk)
+    except requests.RequestException as exc:
+        # requests words its errors with the whole URL, signature included: name the host only.
+        raise ResponseError("shopify", f"the bulk result download from {host} failed ({type(exc).__name__}); "
+                            "the next run resumes the same operation and downloads it again") from None
+    finally:
+        http.stats.requests += 1
     return path
 
 

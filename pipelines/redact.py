@@ -14,6 +14,7 @@ PATTERNS = [
     re.compile(r"(?i)bearer\s+[^\s,]+"),
     re.compile(r"AKIA[0-9A-Z]{16}"),
     re.compile(r"X-Amz-Signature=[^&\s]+"),
+    re.compile(r"X-Goog-(Signature|Credential)=[^&\s]+"),  # signed storage URLs (Shopify bulk results)
     re.compile(r"v\^1\.1#\S+"),
 ]
 

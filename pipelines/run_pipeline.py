@@ -96,7 +96,8 @@ def run_provider(name: str, settings: Settings, opts: RunOptions, run_id: str, s
     except Exception as exc:
         _roll_back(writer, state, opts)
         result.status, result.written, result.files = "failed", 0, []
-        result.error_type, result.error = type(exc).__name__, str(exc)
+        # Redacted like the logs: a library may word its error with a URL or header it was given.
+        result.error_type, result.error = type(exc).__name__, Redactor(settings.secrets())(str(exc))
         result.circuit = "open" if isinstance(exc, CircuitOpen) else None
         result.traceback = _write_traceback(settings, run_id, name, exc)
     finally:

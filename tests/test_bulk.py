@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from connectors import shopify, shopify_bulk
 from connectors.http import HttpSettings
 from pipelines.config import ShopifySettings
+from storage.state import ProviderState, state_path
 from tests.conftest import TOKEN, parquet_rows
 from tests.procs import content
 
@@ -66,6 +67,21 @@ def test_a_failed_or_expired_operation_fails_the_provider_cleanly(sandbox, run, 
     sandbox.bulk_outcome = "COMPLETED"
     result, record = run(sandbox, "--full-refresh")  # the dead operation is not resumed
     assert result.exit_code == 0 and len(sandbox.bulk_operations) == 2
+
+
+def test_a_failed_download_names_the_host_and_never_the_signed_url(sandbox, run, dirs):
+    sandbox.storage.stop()  # the storage host refuses connections
+    result, record = run(sandbox, "--full-refresh")
+    entry = record["providers"]["shopify"]
+    assert result.exit_code == 1 and entry["error_type"] == "ResponseError"
+    assert "127.0.0.1" in entry["error"] and "download" in entry["error"]
+    written = [result.output, (dirs["logs"] / "runs.jsonl").read_text(),
+               *(p.read_text() for p in (dirs["logs"] / "tracebacks").glob("*.txt"))]
+    for text in written:
+        assert "Signature" not in text and "/bulk/" not in text
+    state = ProviderState.open(state_path(dirs["data"], "shopify"), read_only=True)
+    assert state.get("shopify_bulk_operation") == "gid://shopify/BulkOperation/1"  # resumed next run
+    state.close()
 
 
 def test_bulk_not_permitted_falls_back_to_paging(sandbox, run):

@@ -118,3 +118,22 @@ def test_an_env_file_others_can_read_is_refused(sandbox, run, tmp_path, mode, re
     assert (result.exit_code == 2) == refused, result.output
     if refused:
         assert "chmod 600" in result.output and str(env_file) in result.output
+
+
+def test_an_error_worded_with_a_secret_is_redacted_in_the_run_log(sandbox, run, dirs, monkeypatch):
+    """Libraries word their errors with what they were given (a URL, a header): the run log's
+    `error` goes through the same redaction as the logs and tracebacks."""
+    from connectors import shopify
+
+    token = "shpat_test_not_a_real_token"
+    signed = "https://storage.example/bulk/1.jsonl?X-Goog-Signature=abc123&X-Goog-Credential=xyz"
+
+    def failing(*args, **kwargs):
+        raise RuntimeError(f"could not reach {signed} with {token}")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(shopify, "iter_records", failing)
+    result, record = run(sandbox, "--providers", "shopify")
+    error = record["providers"]["shopify"]["error"]
+    assert result.exit_code == 1 and "could not reach" in error
+    assert token not in error and "abc123" not in error and "xyz" not in error
