@@ -132,8 +132,7 @@ def extract_load(name, settings, opts, run_id, started, rt, http, state, writer,
     records = connector.iter_records(http, provider_settings, since=_since(stored_mark, opts),
                                      lookback=settings.lookback, clock=rt.clock, full_refresh=opts.full_refresh,
                                      checkpoint=Checkpoint(meta), hints=meta,
-                                     known=KnownVersions(None if opts.full_refresh else
-                                                         state_path(settings.data_dir, name)))
+                                     known=KnownVersions(state_path(settings.data_dir, name)))
     if opts.limit is None:  # a limited run must not fetch a page ahead that it will not use
         records = Prefetch(records)
     for raws in batched(islice(records, opts.limit), BATCH_SIZE):

@@ -13,10 +13,10 @@ POINTS = ("after_fetch", "mid_tmp_write", "after_fsync", "after_rename", "betwee
           "before_runlog", "during_runlog")
 
 
-def crash_point(name: str) -> None:
-    if os.environ.get("PIPELINE_CRASH_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def armed(name: str) -> bool:
     return os.environ.get("PIPELINE_CRASH_AT") == name
+
+
+def crash_point(name: str) -> None:
+    if armed(name):
+        os.kill(os.getpid(), signal.SIGKILL)

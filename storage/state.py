@@ -196,11 +196,11 @@ class KnownVersions:
     from the fetch thread: each question opens its own read-only connection (questions are few:
     a connector asks only where skipping saves requests)."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path):
         self.path = path
 
     def __contains__(self, version: tuple[str, datetime]) -> bool:
-        if self.path is None or not self.path.exists():
+        if not self.path.exists():
             return False
         con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, timeout=30)
         try:

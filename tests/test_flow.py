@@ -27,7 +27,7 @@ def test_a_connector_error_arrives_after_the_records_before_it():
 
 
 def test_the_worker_runs_at_most_depth_records_ahead():
-    produced, release = [], threading.Event()
+    produced = []
 
     def records():
         for i in range(10_000):
@@ -37,7 +37,11 @@ def test_the_worker_runs_at_most_depth_records_ahead():
     prefetch = Prefetch(records(), depth=200, chunk=10)
     iterator = iter(prefetch)
     assert next(iterator) == 0
-    release.wait(0.3)  # let the worker fill the queue
+    for _ in range(5_000):  # until the worker has filled the queue (a few ms), not a fixed sleep
+        if prefetch._queue.full():
+            break
+        threading.Event().wait(0.001)
+    assert prefetch._queue.full()
     # the queue's 20 chunks, the chunk being handed over and the one being filled
     assert len(produced) <= 200 + 2 * 10
     prefetch.close()
