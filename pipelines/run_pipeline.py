@@ -427,7 +427,8 @@ Exit codes: 0 ok; 1 a provider failed; 2 usage or configuration error;
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after N records per provider (development).")
 @click.option("--dry-run", is_flag=True, help="Fetch, normalize and dedup, then report; write no data or state.")
 @click.option("--no-cache", is_flag=True, help="Bypass the HTTP disk cache.")
-@click.option("--full-refresh", is_flag=True, help="Ignore the high-water mark and fetch everything (Shopify: with a bulk operation).")
+@click.option("--full-refresh", is_flag=True,
+              help="Ignore the high-water mark and fetch everything (Shopify: with a bulk operation).")
 @click.option("--since", callback=_parse_since, metavar="ISO-8601",
               help="Fetch changes after this time instead of the high-water mark.")
 @click.option("--fail-on-anomaly", is_flag=True,
