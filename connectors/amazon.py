@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from connectors.http import HttpClient, HttpSettings, ResponseError
 from connectors.oauth import ClientCredentialsAuth, request_with_refresh
-from pipelines.config import AmazonSettings
+from connectors.settings import AmazonSettings
 
 NAME = "amazon"
 SEARCH_PATH = "/catalog/v1/searchItems"

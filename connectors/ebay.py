@@ -14,8 +14,6 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-import requests
-
 from connectors.http import (
     AuthError,
     HostBoundHeaderAuth,
@@ -26,7 +24,7 @@ from connectors.http import (
     RetryableError,
 )
 from connectors.oauth import ClientCredentialsAuth, request_with_refresh
-from pipelines.config import EbaySettings
+from connectors.settings import EbaySettings
 from storage.budget import DailyCallBudget
 
 NAME = "ebay"
@@ -43,7 +41,7 @@ def make_client(settings: EbaySettings, http_settings: HttpSettings, **kwargs) -
     now = kwargs.get("now") or (lambda: datetime.now(timezone.utc))
     budget = DailyCallBudget(settings.calls_file, settings.daily_call_budget, today=lambda: now().date())
 
-    def count_call(request: requests.PreparedRequest) -> None:
+    def count_call(request) -> None:  # a prepared request, before it is sent
         if request.url.startswith(settings.search_url) and not budget.spend():
             raise QuotaExhausted(NAME, f"the daily call budget of {settings.daily_call_budget} "
                                  f"(EBAY_DAILY_CALL_BUDGET) is spent for {now().date()} UTC; what was "

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import requests
 
 from connectors.http import AuthError, HttpClient, ResponseError
-from pipelines.redact import remember
+from connectors.redact import remember
 
 DEFAULT_EXPIRES_IN_S = 3600  # when the answer has no expires_in
 REFRESH_MARGIN_S = 60  # re-mint this long before expiry (a tenth of the lifetime for short tokens)

@@ -21,7 +21,7 @@ from connectors.http import (
     RetryableError,
 )
 from connectors import shopify_bulk
-from pipelines.config import ShopifySettings
+from connectors.settings import ShopifySettings
 
 log = logging.getLogger("pipeline.shopify")
 

@@ -37,7 +37,7 @@ from normalize import shopify as shopify_normalizer
 from pipelines import __version__, anomaly, metrics
 from pipelines.anomaly import AnomalyRules
 from pipelines.config import PROVIDERS, REPO_ROOT, ConfigError, Settings, load_settings, read_environment
-from pipelines.redact import Redactor, RedactingFilter
+from connectors.redact import Redactor, RedactingFilter
 from pipelines.stages import (BATCH_SIZE, DryRunSink, Prefetch, Progress, ProviderResult, batched, keep_new,
                               lean_gc, normalize_batch)
 from storage import history_db, runlog

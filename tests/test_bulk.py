@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from connectors import shopify, shopify_bulk
 from connectors.http import HttpSettings
-from pipelines.config import ShopifySettings
+from connectors.settings import ShopifySettings
 from storage.state import ProviderState, state_path
 from tests.conftest import TOKEN, parquet_rows
 from tests.procs import content

@@ -9,7 +9,7 @@ from pydantic import SecretStr
 from connectors import shopify
 from connectors.http import HttpSettings
 from connectors.shopify import _CostBucket
-from pipelines.config import ShopifySettings
+from connectors.settings import ShopifySettings
 from sandbox.catalog import CatalogSpec
 from sandbox.shopify import ShopifySandbox
 from tests.conftest import TOKEN

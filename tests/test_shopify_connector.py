@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from connectors import shopify
 from connectors.http import HttpClient, HttpSettings
-from pipelines.config import ShopifySettings
+from connectors.settings import ShopifySettings
 from sandbox.catalog import CatalogSpec
 from sandbox.shopify import ShopifySandbox, admin_schema
 from tests.conftest import TOKEN
