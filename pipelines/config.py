@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from pydantic import SecretStr
 
 from connectors.settings import (AMAZON_API_BASE_URL, AMAZON_TOKEN_ENDPOINTS, API_VERSION_RE, ASIN_RE,
@@ -75,8 +76,20 @@ def read_environment(env_file: Path | None) -> dict[str, str]:
     """The process environment over the `.env` file's values (the environment wins)."""
     from_file = {}
     if env_file is not None and env_file.is_file():
+        _check_env_file(env_file)
         from_file = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
     return {**from_file, **os.environ}
+
+
+def _check_env_file(env_file: Path) -> None:
+    """A line python-dotenv cannot parse (an unclosed quote, say) is an error naming the line:
+    dotenv itself would only warn and drop it, and the run would then blame a missing setting."""
+    with open(env_file, encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            if binding.error:
+                line = binding.original.line
+                raise ConfigError(f"{env_file} line {line} cannot be parsed: each line must be NAME=value, "
+                                  "with any quote closed on the same line (or a # comment); fix that line")
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:

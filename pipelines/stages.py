@@ -20,7 +20,6 @@ from storage.quarantine import Quarantine
 from storage.state import ProviderState
 
 BATCH_SIZE = 500  # records per normalize-dedup-write step: small enough that memory stays flat
-DRY_RUN_SAMPLES = 20
 
 
 @dataclass
@@ -93,24 +92,6 @@ def keep_new(products: list[Product], state: ProviderState) -> list[Product]:
     flags = state.keep_unseen([p.raw_hash for p in products])
     state.remember_versions((p.source_id, p.source_updated_at) for p in products)
     return [p for p, new in zip(products, flags) if new]
-
-
-class DryRunSink:
-    """Stands in for the Parquet writer in a dry run: counts and keeps a few samples."""
-
-    def __init__(self):
-        self.rows, self.samples = 0, []
-
-    def add(self, products: list[Product]) -> None:
-        self.rows += len(products)
-        room = DRY_RUN_SAMPLES - len(self.samples)
-        self.samples.extend(products[:room])
-
-    def close(self) -> list:
-        return []
-
-    def discard(self) -> None:
-        pass
 
 
 class Progress:

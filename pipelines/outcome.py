@@ -1,0 +1,171 @@
+"""What a run leaves behind: the summary lines, the run-log record, anomalies, the exit code, the
+SQLite history and metrics, and traceback files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from datetime import datetime
+
+import click
+
+from connectors.redact import Redactor
+from pipelines import anomaly, metrics
+from pipelines.anomaly import AnomalyRules
+from pipelines.config import Settings
+from pipelines.stages import ProviderResult
+from storage import history_db, runlog
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PARTIAL, EXIT_ANOMALY, EXIT_STALE, EXIT_LOCKED = 0, 1, 2, 3, 4, 5, 75
+STATUS_OF_EXIT = {EXIT_OK: "ok", EXIT_FAILED: "failed", EXIT_PARTIAL: "partial", EXIT_ANOMALY: "anomaly",
+                  EXIT_LOCKED: "locked"}
+log = logging.getLogger("pipeline")
+
+
+def not_configured(name: str, reason: str) -> ProviderResult:
+    """A provider that was not selected because its settings are missing; half-configured is said aloud."""
+    if reason != "not configured":  # half-configured or retired settings: say so
+        log.warning("%s: skipped: %s", name, reason)
+    return ProviderResult(status="skipped", reason=reason)
+
+
+def record_run(settings: Settings, opts, run_id: str, started: datetime, finished: datetime,
+               selected: tuple[str, ...], results: dict[str, ProviderResult]) -> tuple[int, dict]:
+    """Judge the run (anomalies, exit code), append its run-log line and publish it; returns (code, record)."""
+    history = runlog.read(settings.logs_dir)
+    anomalies = find_anomalies(settings, opts, results, history)
+    code = exit_code([results[n] for n in selected], bool(anomalies) and opts.fail_on_anomaly)
+    record = {
+        "run_id": run_id,
+        "started_at": started.isoformat(),
+        "finished_at": finished.isoformat(),
+        "duration_s": round((finished - started).total_seconds(), 3),
+        "status": STATUS_OF_EXIT[code],
+        "exit_code": code,
+        "dry_run": opts.dry_run,
+        "limited": opts.limit is not None,
+        "options": {"providers": list(selected), "limit": opts.limit, "dry_run": opts.dry_run,
+                    "no_cache": opts.no_cache, "full_refresh": opts.full_refresh,
+                    "since": opts.since.isoformat() if opts.since else None,
+                    "fail_on_anomaly": opts.fail_on_anomaly},
+        "providers": {n: r.as_log() for n, r in results.items()},
+        "anomalies": anomalies,
+        "errors": error_summary(results),
+    }
+    runlog.append(settings.logs_dir, record)
+    publish(settings, record, [*history, record])
+    return code, record
+
+
+def find_anomalies(settings: Settings, opts, results: dict, history: list[dict]) -> list[dict]:
+    """Check each provider's volumes against its rolling median; record and print what is off."""
+    if opts.dry_run or opts.limit is not None:
+        return []  # dry and limited runs neither count toward the baseline nor get judged
+    rules = AnomalyRules(settings.anomaly_window, settings.anomaly_factor, settings.anomaly_floor)
+    found = []
+    for name, result in results.items():
+        if result.status not in ("ok", "partial"):
+            continue
+        verdict = anomaly.detect({"fetched": result.fetched, "written": result.written}, history, name, rules)
+        result.cold_start, result.anomalies = verdict["cold_start"], verdict["anomalies"]
+        for item in verdict["anomalies"]:
+            log.warning("ANOMALY %s", anomaly.describe(name, item))
+            found.append({"provider": name, **item})
+    return found
+
+
+def error_summary(results: dict) -> dict:
+    """Errors grouped by provider and type, with counts."""
+    by_provider = {}
+    for name, r in results.items():
+        kinds = {}
+        if r.error_type:
+            kinds[r.error_type] = 1
+        if r.quarantined:
+            kinds["Quarantined"] = r.quarantined
+        if r.partial_errors:
+            kinds["PartialError"] = r.partial_errors
+        if r.status == "partial":
+            kinds["Partial"] = 1
+        if kinds:
+            by_provider[name] = kinds
+    return {"total": sum(sum(k.values()) for k in by_provider.values()), "by_provider": by_provider}
+
+
+def publish(settings: Settings, record: dict, history: list[dict]) -> None:
+    """The SQLite history and the metrics file: reported when they fail, never failing the run."""
+    try:
+        history_db.write(settings.logs_dir, record)
+    except Exception as exc:  # noqa: BLE001 - a sink must not sink the run
+        log.warning("run history: could not write %s: %s", history_db.history_path(settings.logs_dir), exc)
+    if settings.metrics_file is None or record["dry_run"]:
+        return
+    last_success = {}
+    for past in history:
+        for name in past.get("providers", {}):
+            if anomaly.is_baseline_run(past, name):
+                last_success[name] = past["finished_at"]
+    try:
+        metrics.write(settings.metrics_file, metrics.render(record, last_success))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("metrics: could not write %s: %s", settings.metrics_file, exc)
+
+
+def exit_code(results: list[ProviderResult], anomaly_fails: bool = False) -> int:
+    statuses = {r.status for r in results}
+    if statuses and statuses == {"locked"}:
+        return EXIT_LOCKED
+    if "failed" in statuses:
+        return EXIT_FAILED
+    if anomaly_fails:
+        return EXIT_ANOMALY
+    if "partial" in statuses:
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def write_traceback(settings: Settings, run_id: str, name: str, exc: BaseException) -> str | None:
+    """The redacted traceback in <logs>/tracebacks/<run_id>-<provider>.txt; its path, or None if it could not be written."""
+    try:
+        folder = settings.logs_dir / "tracebacks"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / f"{run_id}-{name}.txt"
+        text = "".join(traceback.format_exception(exc))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(Redactor(settings.secrets())(text))
+        return str(path)
+    except OSError:
+        return None
+
+
+def mode(opts) -> str:
+    parts = ["dry run" if opts.dry_run else "writing"]
+    if opts.full_refresh:
+        parts.append("full refresh")
+    elif opts.since:
+        parts.append(f"since {opts.since.isoformat()}")
+    if opts.limit:
+        parts.append(f"limit {opts.limit}")
+    return ", ".join(parts)
+
+
+def report(name: str, r: ProviderResult, opts) -> None:
+    """The provider's summary line (and a dry run's sample rows)."""
+    counts = (f"fetched {r.fetched}, {'would write' if opts.dry_run else 'wrote'} {r.written}, "
+              f"duplicates {r.duplicates}, quarantined {r.quarantined}, "
+              f"{r.requests} requests ({r.cache_hits} from cache), {r.duration_s:.1f}s")
+    if r.status == "failed":
+        log.error("%s: FAILED after %s: %s", name, counts, r.error)
+        if r.traceback:
+            log.error("%s: traceback in %s", name, r.traceback)
+    elif r.status == "locked":
+        log.warning("%s: skipped, %s", name, r.reason)
+    elif r.status == "partial":
+        log.warning("%s: partial, %s: %s", name, counts, r.reason)
+    else:
+        log.info("%s: %s, %s", name, r.status, counts)
+    for p in r.samples:
+        price = f"{p.price:.2f} {p.currency}" if p.price is not None else "-"
+        click.echo(f"  would write  {p.source_id:<36} {price:>14}  {p.title[:60]}")

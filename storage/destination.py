@@ -1,0 +1,129 @@
+"""Where a unit's data and state live, behind one object per unit.
+
+`LocalDestination` is the embedded default: date-partitioned Parquet, SQLite state, a lock file per
+provider, all under one data folder. The run asks it for a unit and gets back everything that
+unit owns (lock, state, writer, quarantine, the stores its connector reads), already recovered
+from any crash before it; the run then streams records through the unit and commits it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from normalize.models import Product
+from storage.lock import ProviderLock
+from storage.parquet import ROWS_PER_FILE, PartitionWriter
+from storage.quarantine import Quarantine, quarantine_path
+from storage.recovery import recover
+from storage.state import KnownVersions, MetaStore, ProviderState, state_path
+
+DRY_RUN_SAMPLES = 20
+
+
+class Locked(Exception):
+    """Another run holds the unit; the message says where."""
+
+
+class DryRunSink:
+    """Stands in for the Parquet writer in a dry run: counts and keeps a few samples."""
+
+    def __init__(self):
+        self.rows, self.samples = 0, []
+
+    def add(self, products: list[Product]) -> None:
+        self.rows += len(products)
+        room = DRY_RUN_SAMPLES - len(self.samples)
+        self.samples.extend(products[:room])
+
+    def close(self) -> list:
+        return []
+
+    def discard(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class LocalDestination:
+    """A data folder on this machine."""
+
+    data_dir: Path
+    file_mode: int = 0o640
+    rows_per_file: int = ROWS_PER_FILE
+
+    def open_unit(self, provider: str, *, run_id: str, day: date, dry_run: bool) -> "LocalUnit":
+        """The unit under its lock, recovered and marked in flight; raises Locked if another run holds it.
+        A dry run takes no lock and writes nothing: state read-only, no files, quarantine counted only."""
+        lock = ProviderLock(self.data_dir, provider)
+        if not dry_run and not lock.acquire():
+            raise Locked(f"another run holds {lock.path}")
+        try:
+            return LocalUnit(self, provider, run_id, day, dry_run, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+
+class LocalUnit:
+    """One unit's lock, state, writer and quarantine; data is committed before state, atomically."""
+
+    def __init__(self, destination: LocalDestination, provider: str, run_id: str, day: date, dry_run: bool,
+                 lock: ProviderLock):
+        data_dir = destination.data_dir
+        self.provider, self.run_id, self.dry_run, self.lock = provider, run_id, dry_run, lock
+        self.state = ProviderState.open(state_path(data_dir, provider), read_only=dry_run)
+        try:
+            self.writer = DryRunSink() if dry_run else PartitionWriter(
+                data_dir, provider, run_id, day, destination.file_mode, destination.rows_per_file)
+            self.quarantine = Quarantine(quarantine_path(data_dir, provider, day, run_id), enabled=not dry_run)
+            # What the connector reads and writes from its own thread: the bulk checkpoint and
+            # learned page size (None in a dry run, which writes nothing), and the written versions.
+            self.meta = None if dry_run else MetaStore(state_path(data_dir, provider))
+            self.known = KnownVersions(state_path(data_dir, provider))
+            if not dry_run:
+                recover(self.state, data_dir, provider)
+                self.state.set("inflight_run", run_id)
+        except BaseException:
+            self.state.close()
+            raise
+
+    def __enter__(self) -> "LocalUnit":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None:
+            self.roll_back()
+        self.close()
+
+    def write(self, products: list[Product]) -> None:
+        self.writer.add(products)
+
+    def commit(self, meta: dict) -> list[str]:
+        """Publish the files, then record them, the run's hashes and `meta` in one transaction;
+        returns the files, relative to the data folder. A dry run commits nothing."""
+        files = [f.as_posix() for f in self.writer.close()]
+        if not self.dry_run:
+            self.state.commit(self.run_id, files, meta)
+        return files
+
+    def roll_back(self) -> None:
+        """Best effort: whatever is left over, the next run's start-up sweep removes."""
+        with contextlib.suppress(Exception):
+            self.writer.discard()
+        with contextlib.suppress(Exception):
+            self.state.forget_run()
+            if not self.dry_run:
+                self.state.delete("inflight_run")
+
+    def close(self) -> None:
+        try:
+            self.state.close()
+        finally:
+            self.lock.release()
+
+    @property
+    def samples(self) -> list:
+        """Rows a dry run would have written (a few), for the summary."""
+        return getattr(self.writer, "samples", [])
