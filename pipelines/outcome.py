@@ -18,6 +18,7 @@ from pipelines.stages import ProviderResult
 from storage import history_db, runlog
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PARTIAL, EXIT_ANOMALY, EXIT_STALE, EXIT_LOCKED = 0, 1, 2, 3, 4, 5, 75
+EXIT_UNRECORDED = 74  # EX_IOERR: the run did its work but could not record it
 STATUS_OF_EXIT = {EXIT_OK: "ok", EXIT_FAILED: "failed", EXIT_PARTIAL: "partial", EXIT_ANOMALY: "anomaly",
                   EXIT_LOCKED: "locked"}
 log = logging.getLogger("pipeline")
@@ -53,9 +54,28 @@ def record_run(settings: Settings, opts, run_id: str, started: datetime, finishe
         "anomalies": anomalies,
         "errors": error_summary(results),
     }
-    runlog.append(settings.logs_dir, record)
+    try:
+        runlog.append(settings.logs_dir, record)
+    except OSError as exc:
+        code = unrecorded(settings, record, exc)
     publish(settings, record, [*history, record])
     return code, record
+
+
+def unrecorded(settings: Settings, record: dict, exc: OSError) -> int:
+    """The run log could not take the run's line: say so in one sentence, keep the line on stderr for
+    the scheduler's own log, and exit 74, which wins over 1, 3 and 4 (without the record nobody sees
+    those); 75 (every unit locked: no work done) stays."""
+    path = runlog.runlog_path(settings.logs_dir)
+    problem = f"[Errno {exc.errno}] {exc.strerror}" if exc.strerror else str(exc)
+    if record["exit_code"] != EXIT_LOCKED:
+        record["exit_code"] = EXIT_UNRECORDED
+    record["record_error"] = f"could not append to {path}: {problem}"
+    click.echo(f"The run could not record itself: appending to the run log {path} failed with {problem}; "
+               "its run-log line follows on stderr, free the space or fix the folder, and the next run "
+               "records normally.", err=True)
+    click.echo(runlog.encode(record), err=True, nl=False)
+    return record["exit_code"]
 
 
 def find_anomalies(settings: Settings, opts, results: dict, history: list[dict]) -> list[dict]:
@@ -125,8 +145,9 @@ def exit_code(results: list[ProviderResult], anomaly_fails: bool = False) -> int
     return EXIT_OK
 
 
-def write_traceback(settings: Settings, run_id: str, name: str, exc: BaseException) -> str | None:
-    """The redacted traceback in <logs>/tracebacks/<run_id>-<provider>.txt; its path, or None if it could not be written."""
+def write_traceback(settings: Settings, run_id: str, name: str, exc: BaseException) -> tuple[str | None, str | None]:
+    """The redacted traceback in <logs>/tracebacks/<run_id>-<provider>.txt: (its path, None), or
+    (None, why not) when the folder cannot take it (a full disk, say)."""
     try:
         folder = settings.logs_dir / "tracebacks"
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -135,9 +156,10 @@ def write_traceback(settings: Settings, run_id: str, name: str, exc: BaseExcepti
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(Redactor(settings.secrets())(text))
-        return str(path)
-    except OSError:
-        return None
+        return str(path), None
+    except OSError as exc:
+        problem = f"[Errno {exc.errno}] {exc.strerror}" if exc.strerror else str(exc)
+        return None, f"could not write a traceback under {settings.logs_dir / 'tracebacks'}: {problem}"
 
 
 def mode(opts) -> str:
@@ -160,6 +182,8 @@ def report(name: str, r: ProviderResult, opts) -> None:
         log.error("%s: FAILED after %s: %s", name, counts, r.error)
         if r.traceback:
             log.error("%s: traceback in %s", name, r.traceback)
+        if r.traceback_error:
+            log.error("%s: %s", name, r.traceback_error)
     elif r.status == "locked":
         log.warning("%s: skipped, %s", name, r.reason)
     elif r.status == "partial":

@@ -89,7 +89,7 @@ def run_unit(destination: LocalDestination, name: str, settings: Settings, opts:
         # Redacted like the logs: a library may word its error with a URL or header it was given.
         result.error_type, result.error = type(exc).__name__, Redactor(settings.secrets())(str(exc))
         result.circuit = "open" if isinstance(exc, CircuitOpen) else None
-        result.traceback = outcome.write_traceback(settings, run_id, name, exc)
+        result.traceback, result.traceback_error = outcome.write_traceback(settings, run_id, name, exc)
     finally:
         if http is not None:
             http.close()

@@ -111,6 +111,8 @@ Examples:
 \b
 Exit codes: 0 ok; 1 a provider failed; 2 usage or configuration error;
 3 partial; 4 anomaly (--fail-on-anomaly); 5 stale data (report --max-age);
+74 the run did its work but could not write its run-log line (full disk,
+missing or read-only logs folder): the line went to stderr;
 75 every selected provider was locked by another run.
 """
 

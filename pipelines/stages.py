@@ -47,6 +47,7 @@ class ProviderResult:
     error_type: str | None = None
     error: str | None = None
     traceback: str | None = None
+    traceback_error: str | None = None  # why the traceback file could not be written
     samples: list = field(default_factory=list, repr=False)  # dry runs: rows that would be written
 
     def as_log(self) -> dict:

@@ -17,11 +17,17 @@ def runlog_path(logs_dir: Path) -> Path:
     return logs_dir / "runs.jsonl"
 
 
+def encode(record: dict) -> str:
+    """The record as its run-log line (one JSON line, newline included)."""
+    return json.dumps(record, separators=(",", ":"), default=str) + "\n"
+
+
 def append(logs_dir: Path, record: dict) -> Path:
-    """Append `record` as one line; returns the file's path."""
+    """Append `record` as one line; returns the file's path. Raises OSError when it cannot (a full
+    disk, a missing or read-only folder): the caller decides what a run without its record does."""
     logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = runlog_path(logs_dir)
-    line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+    line = encode(record).encode()
     if _ends_torn(path):  # a run killed mid-append left half a line: start ours on a fresh one
         line = b"\n" + line
     crash_point("before_runlog")
@@ -49,7 +55,7 @@ def _ends_torn(path: Path) -> bool:
 def read(logs_dir: Path) -> list[dict]:
     """Every complete run record, oldest first (a torn or foreign line is skipped)."""
     path = runlog_path(logs_dir)
-    if not path.exists():
+    if not path.is_file():  # missing, or not a file at all (a device): no history to read
         return []
     records = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
