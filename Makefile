@@ -8,9 +8,11 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test sandbox run-pipeline clean-demo secrets-scan hooks crash-test race-test check-airflow \
 	check-workflow check-report crontab prune-logs bench bench-1m
 
-$(STAMP): requirements.txt requirements-dev.txt
+# requirements-checks.txt is hash-pinned (actionlint), so it gets its own pip call with --require-hashes.
+$(STAMP): requirements.txt requirements-dev.txt requirements-checks.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-checks.txt
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the pipeline on the sandbox, run twice, then after 3% of products change
@@ -46,9 +48,10 @@ $(AIRFLOW_VENV)/.installed: deploy/airflow/requirements-airflow.txt
 check-airflow: $(AIRFLOW_VENV)/.installed  ## the Airflow DAG loads in a DagBag with the expected tasks
 	AIRFLOW_HOME=$$(mktemp -d) $(AIRFLOW_VENV)/bin/python tools/check_airflow_dag.py
 
-check-workflow: $(STAMP)  ## the GitHub workflow validates against GitHub's schema and passes zizmor
+check-workflow: $(STAMP)  ## the GitHub workflow validates against GitHub's schema, passes zizmor and actionlint
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/pipeline.yml
 	$(VENV)/bin/zizmor --offline --config .github/zizmor.yml .github/workflows/pipeline.yml
+	$(VENV)/bin/actionlint .github/workflows/pipeline.yml
 
 crontab: $(STAMP)  ## print a crontab line for this checkout (every 6 hours; EVERY_HOURS=N to change)
 	@$(PY) tools/schedule.py crontab --every-hours $${EVERY_HOURS:-6}

@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
@@ -92,6 +93,26 @@ def test_the_github_workflow_carries_exactly_the_state_the_pipeline_uses():
     documented = set(re.findall(r"^(SHOPIFY_\w+|AMAZON_\w+|EBAY_\w+)=", (REPO / ".env.example").read_text(), re.M))
     assert set(run_step["env"]) <= documented
     assert workflow["permissions"] == {"contents": "read"}
+
+
+def _actionlint() -> Path:
+    binary = Path(sys.executable).parent / ("actionlint.exe" if os.name == "nt" else "actionlint")
+    assert binary.is_file(), (f"actionlint is not installed in this venv ({binary}): run `make check-workflow` "
+                              "(or `make test`), which installs requirements-checks.txt")
+    return binary
+
+
+def test_actionlint_passes_the_workflow_and_flags_an_action_on_the_removed_node20_runtime(tmp_path):
+    workflow = REPO / ".github" / "workflows" / "pipeline.yml"
+    clean = subprocess.run([_actionlint(), workflow], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    old, swaps = re.subn(r"actions/upload-artifact@v\d+", "actions/upload-artifact@v5", workflow.read_text())
+    assert swaps == 1
+    (tmp_path / "pipeline.yml").write_text(old)
+    flagged = subprocess.run([_actionlint(), tmp_path / "pipeline.yml"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60)
+    assert flagged.returncode != 0
+    assert re.search(r'runtime "node20".*actions/upload-artifact@v5', flagged.stdout), flagged.stdout + flagged.stderr
 
 
 def test_the_airflow_dag_file_is_written_for_airflow_3():
