@@ -25,10 +25,11 @@ class ShopifySettings:
     access_token: SecretStr
     base_url: str  # scheme://host[:port], no trailing slash
     bulk_min_products: int = 10_000  # a first run over a shop this large uses a bulk operation (0: never)
+    name: str | None = None  # the account's name, when not its natural id (the shop domain)
 
     @property
     def account(self) -> str:
-        return self.shop_domain
+        return self.name or self.shop_domain
 
     @property
     def graphql_url(self) -> str:
@@ -65,10 +66,11 @@ class AmazonSettings:
     base_url: str
     token_url: str
     requests_per_second: float
+    name: str | None = None  # the account's name, when not its natural id (the marketplace)
 
     @property
     def account(self) -> str:
-        return self.marketplace
+        return self.name or self.marketplace
 
     @property
     def token_style(self) -> str:
@@ -95,11 +97,12 @@ class EbaySettings:
     daily_call_budget: int
     base_url: str
     requests_per_second: float
-    calls_file: Path  # the day's call count, shared by every run
+    calls_file: Path  # the keyset's call count for the day, shared by every run and account using it
+    name: str | None = None  # the account's name, when not its natural id (the marketplace id)
 
     @property
     def account(self) -> str:
-        return self.marketplace
+        return self.name or self.marketplace
 
     @property
     def search_url(self) -> str:

@@ -1,4 +1,4 @@
-"""Volume anomalies: a provider's fetched count dropping, or its written count spiking, against the
+"""Volume anomalies: a unit's fetched count dropping, or its written count spiking, against the
 rolling median of its last N successful full runs. Pure: history in, findings out.
 
 With dedup, a healthy catalog writes few rows most runs, so the two signals differ: a drop in
@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from statistics import median
 
+from storage.paths import UnitId
+
 
 @dataclass(frozen=True)
 class AnomalyRules:
@@ -20,21 +22,31 @@ class AnomalyRules:
     floor: int = 50  # a spike must also write more than this many rows
 
 
-def is_baseline_run(record: dict, provider: str) -> bool:
-    """A successful full run of `provider`: not dry, not limited, provider ok."""
-    entry = record.get("providers", {}).get(provider, {})
+def unit_entries(record: dict, defaults: dict[str, str]) -> dict[UnitId, dict]:
+    """A run record's entries by unit. A record from before units (no `record_version`, one account
+    per provider) counts as the runs of each provider's default account (`defaults`: provider ->
+    account name), so baselines and freshness carry over an upgrade."""
+    if record.get("record_version", 1) >= 2:
+        return {UnitId(u["provider"], u["account"], u["stream"]): u for u in record.get("units", [])}
+    return {UnitId(p, defaults[p]): e for p, e in record.get("providers", {}).items() if p in defaults}
+
+
+def is_baseline_run(record: dict, unit: UnitId, defaults: dict[str, str]) -> bool:
+    """A successful full run of `unit`: not dry, not limited, the unit ok."""
+    entry = unit_entries(record, defaults).get(unit, {})
     return not record.get("dry_run") and not record.get("limited") and entry.get("status") == "ok"
 
 
-def baseline(history: list[dict], provider: str, window: int) -> list[dict]:
-    """The provider's entries from its last `window` successful full runs, oldest first."""
-    runs = [r["providers"][provider] for r in history if is_baseline_run(r, provider)]
+def baseline(history: list[dict], unit: UnitId, window: int, defaults: dict[str, str]) -> list[dict]:
+    """The unit's entries from its last `window` successful full runs, oldest first."""
+    runs = [unit_entries(r, defaults)[unit] for r in history if is_baseline_run(r, unit, defaults)]
     return runs[-window:]
 
 
-def detect(entry: dict, history: list[dict], provider: str, rules: AnomalyRules) -> dict:
-    """{"cold_start": bool, "baseline_runs": n, "anomalies": [...]} for one provider's run entry."""
-    runs = baseline(history, provider, rules.window)
+def detect(entry: dict, history: list[dict], unit: UnitId, rules: AnomalyRules,
+           defaults: dict[str, str]) -> dict:
+    """{"cold_start": bool, "baseline_runs": n, "anomalies": [...]} for one unit's run entry."""
+    runs = baseline(history, unit, rules.window, defaults)
     if len(runs) < rules.window:
         return {"cold_start": True, "baseline_runs": len(runs), "anomalies": []}
     fetched_median = median(r.get("fetched", 0) for r in runs)
@@ -51,8 +63,8 @@ def detect(entry: dict, history: list[dict], provider: str, rules: AnomalyRules)
     return {"cold_start": False, "baseline_runs": len(runs), "anomalies": anomalies}
 
 
-def describe(provider: str, anomaly: dict) -> str:
+def describe(unit: UnitId, anomaly: dict) -> str:
     what = {"fetched_drop": "fetched", "written_spike": "wrote"}[anomaly["signal"]]
     direction = "below" if anomaly["signal"] == "fetched_drop" else "above"
-    return (f"{provider}: {what} {anomaly['value']} records, {direction} the threshold {anomaly['threshold']:g} "
+    return (f"{unit}: {what} {anomaly['value']} records, {direction} the threshold {anomaly['threshold']:g} "
             f"(median {anomaly['median']:g} over the last successful full runs)")

@@ -6,30 +6,39 @@ starts the pipeline in `$HOME`. Secrets are `SecretStr` and no error message eve
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 from pydantic import SecretStr
 
-from connectors.settings import (AMAZON_API_BASE_URL, AMAZON_TOKEN_ENDPOINTS, API_VERSION_RE, ASIN_RE,
-                                 DEFAULT_SHOPIFY_API_VERSION, EBAY_API_BASE_URL, EBAY_MARKETPLACE_RE,
-                                 MARKETPLACE_RE, PAAPI_RETIRED, SHOP_DOMAIN_RE, AmazonSettings, EbaySettings,
-                                 ShopifySettings)
+from pipelines import accounts as accounts_file
+from pipelines.provider_settings import ConfigError, _amazon, _ebay, _get, _number, _shopify
+from storage.paths import ACCOUNT_RE, STREAMS, UnitId
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROVIDERS = ("shopify", "amazon", "ebay")
 
 
-class ConfigError(Exception):
-    """A setting is missing or malformed; the message names the variable and what to do."""
+@dataclass(frozen=True)
+class Account:
+    """One provider account: its name (the `account` column), its settings, and its streams."""
+
+    provider: str
+    name: str
+    settings: object | None  # the provider's settings; None when the account cannot run
+    reason: str | None = None  # why it cannot run
+    streams: tuple[str, ...] = STREAMS
+    natural: bool = True  # named by its natural id (shop domain, marketplace): no `name` given
+
+    @property
+    def ready(self) -> bool:
+        return self.settings is not None
 
 
 @dataclass(frozen=True)
@@ -52,23 +61,52 @@ class Settings:
     anomaly_factor: float
     anomaly_floor: int
     metrics_file: Path | None
-    shopify: ShopifySettings | None = None
-    amazon: AmazonSettings | None = None
-    ebay: EbaySettings | None = None
-    not_configured: dict[str, str] = field(default_factory=dict)  # provider -> why
+    accounts: tuple[Account, ...] = ()
+    not_configured: dict[str, str] = field(default_factory=dict)  # provider with no account -> why
+    warnings: tuple[str, ...] = ()  # for the log, once per run
+    accounts_file: Path | None = None
 
     def provider(self, name: str):
-        return getattr(self, name, None)
+        """The settings of the provider's first ready account, or None."""
+        return next((a.settings for a in self.accounts if a.provider == name and a.settings is not None), None)
+
+    @property
+    def shopify(self):
+        return self.provider("shopify")
+
+    @property
+    def amazon(self):
+        return self.provider("amazon")
+
+    @property
+    def ebay(self):
+        return self.provider("ebay")
+
+    def units(self, streams: tuple[str, ...] | None = None) -> list[UnitId]:
+        """Every configured unit of work, in provider order then the accounts' own order."""
+        return [UnitId(a.provider, a.name, s) for p in PROVIDERS for a in self.accounts if a.provider == p
+                for s in (streams or a.streams)]
+
+    def account(self, unit: UnitId) -> Account:
+        return next(a for a in self.accounts if (a.provider, a.name) == (unit.provider, unit.account))
+
+    def default_accounts(self) -> dict[str, str]:
+        """Provider -> the account that runs from before units (one account per provider) belong
+        to: its first account named by its natural id."""
+        found = {}
+        for a in self.accounts:
+            if a.natural and a.provider not in found:
+                found[a.provider] = a.name
+        return found
 
     def secrets(self) -> list[str]:
         """Every secret value in these settings, for redaction."""
         values = []
-        if self.shopify:
-            values.append(self.shopify.access_token.get_secret_value())
-        if self.amazon:
-            values.append(self.amazon.credential_secret.get_secret_value())
-        if self.ebay:
-            values += [v.get_secret_value() for v in (self.ebay.client_secret, self.ebay.static_token) if v]
+        for a in self.accounts:
+            for f in fields(a.settings) if a.settings is not None else ():
+                value = getattr(a.settings, f.name)
+                if isinstance(value, SecretStr):
+                    values.append(value.get_secret_value())
         return [v for v in values if v]
 
 
@@ -92,13 +130,6 @@ def _check_env_file(env_file: Path) -> None:
                                   "with any quote closed on the same line (or a # comment); fix that line")
 
 
-def _get(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name)
-    if value is None or not value.strip():
-        return None
-    return value  # not stripped: a stray newline in a host name must be refused, not hidden
-
-
 def _path(env, name: str, override: Path | None, default: Path) -> Path:
     if override is not None:
         return Path(override).expanduser().resolve()
@@ -107,19 +138,6 @@ def _path(env, name: str, override: Path | None, default: Path) -> Path:
         return default
     path = Path(raw).expanduser()
     return (path if path.is_absolute() else REPO_ROOT / path).resolve()
-
-
-def _number(env, name: str, default: float, *, minimum: float = 0, kind=float):
-    raw = _get(env, name)
-    if raw is None:
-        return kind(default)
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number (got {raw!r}).") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum} (got {raw!r}).")
-    return value
 
 
 def _file_mode(env, name: str, default: int) -> int:
@@ -131,167 +149,6 @@ def _file_mode(env, name: str, default: int) -> int:
     return int(raw.replace("o", "")[-3:], 8)
 
 
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def validate_base_url(name: str, raw: str) -> str:
-    """Check a base-URL override: http(s), a host, no credentials, path or query."""
-    parts = urlsplit(raw)
-    problem = None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        problem = "must be a URL such as https://example.com or http://127.0.0.1:8080"
-    elif parts.username or parts.password or "@" in parts.netloc:
-        problem = "must not contain a user name or password"
-    elif parts.path not in ("", "/") or parts.query or parts.fragment:
-        problem = "must be a scheme and host (and optional port) only, with no path or query"
-    elif parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        problem = "may use plain http only on a loopback address (127.0.0.1, ::1, localhost)"
-    else:
-        try:
-            parts.port
-        except ValueError:
-            problem = "has an invalid port"
-    if problem:
-        raise ConfigError(f"{name} {problem} (got {raw!r}).")
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _shopify(env) -> tuple[ShopifySettings | None, str | None]:
-    domain = _get(env, "SHOPIFY_SHOP_DOMAIN")
-    token = _get(env, "SHOPIFY_ACCESS_TOKEN")
-    version = _get(env, "SHOPIFY_API_VERSION") or DEFAULT_SHOPIFY_API_VERSION
-    base = _get(env, "SHOPIFY_API_BASE_URL")
-    if domain is not None and not SHOP_DOMAIN_RE.fullmatch(domain):
-        raise ConfigError(
-            "SHOPIFY_SHOP_DOMAIN must be exactly <name>.myshopify.com, in lower case, "
-            f"with no scheme, path or port (got {domain!r})."
-        )
-    if not API_VERSION_RE.fullmatch(version):
-        raise ConfigError(
-            f"SHOPIFY_API_VERSION must look like 2026-10 (a YYYY-MM release) (got {version!r})."
-        )
-    base_url = validate_base_url("SHOPIFY_API_BASE_URL", base) if base else None
-    missing = [n for n, v in (("SHOPIFY_SHOP_DOMAIN", domain), ("SHOPIFY_ACCESS_TOKEN", token)) if not v]
-    if len(missing) == 2:
-        return None, "not configured"
-    if missing:
-        return None, "not configured: set " + " and ".join(missing)
-    return (
-        ShopifySettings(
-            shop_domain=domain,
-            api_version=version,
-            access_token=SecretStr(token),
-            base_url=base_url or f"https://{domain}",
-            bulk_min_products=_number(env, "SHOPIFY_BULK_MIN_PRODUCTS", 10_000, minimum=0, kind=int),
-        ),
-        None,
-    )
-
-
-def _csv(env, name: str) -> list[str]:
-    return [part.strip() for part in (_get(env, name) or "").split(",") if part.strip()]
-
-
-def _amazon(env) -> tuple[AmazonSettings | None, str | None]:
-    cred_id = _get(env, "AMAZON_CREATORS_CREDENTIAL_ID")
-    secret = _get(env, "AMAZON_CREATORS_CREDENTIAL_SECRET")
-    version = _get(env, "AMAZON_CREATORS_VERSION")
-    tag = _get(env, "AMAZON_PARTNER_TAG") or _get(env, "AMAZON_PAAPI_PARTNER_TAG")
-    marketplace = _get(env, "AMAZON_MARKETPLACE") or "www.amazon.com"
-    legacy = [n for n in ("AMAZON_PAAPI_ACCESS_KEY", "AMAZON_PAAPI_SECRET_KEY", "AMAZON_PAAPI_HOST",
-                          "AMAZON_PAAPI_REGION") if _get(env, n)]
-    if version is not None and version.strip() not in AMAZON_TOKEN_ENDPOINTS:
-        raise ConfigError(f"AMAZON_CREATORS_VERSION must be one of {', '.join(AMAZON_TOKEN_ENDPOINTS)}, the "
-                          f"version shown beside the credential in Associates Central (got {version!r}).")
-    if not MARKETPLACE_RE.fullmatch(marketplace):
-        raise ConfigError(f"AMAZON_MARKETPLACE must look like www.amazon.com or www.amazon.co.uk (got {marketplace!r}).")
-    searches = []
-    for item in _csv(env, "AMAZON_SEARCH_KEYWORDS"):
-        keywords, _, index = item.partition("|")
-        if not keywords.strip() or (index and not re.fullmatch(r"[A-Za-z]+", index.strip())):
-            raise ConfigError("AMAZON_SEARCH_KEYWORDS takes comma-separated searches, each `keywords` or "
-                              f"`keywords|SearchIndex` such as `steel mug|HomeAndKitchen` (got {item!r}).")
-        searches.append((keywords.strip(), index.strip() or None))
-    asins = [a.upper() for a in _csv(env, "AMAZON_ASINS")]
-    bad = [a for a in asins if not ASIN_RE.fullmatch(a)]
-    if bad:
-        raise ConfigError(f"AMAZON_ASINS must be 10-character ASINs such as B0TESTMUG1 (got {bad[0]!r}).")
-    base = _get(env, "AMAZON_API_BASE_URL")
-    base_url = validate_base_url("AMAZON_API_BASE_URL", base) if base else AMAZON_API_BASE_URL
-    token_override = _get(env, "AMAZON_TOKEN_URL")
-    if not (cred_id or secret or version):
-        return None, (PAAPI_RETIRED if legacy else "not configured")
-    missing = [n for n, v in (("AMAZON_CREATORS_CREDENTIAL_ID", cred_id), ("AMAZON_CREATORS_CREDENTIAL_SECRET", secret),
-                              ("AMAZON_CREATORS_VERSION", version), ("AMAZON_PARTNER_TAG", tag)) if not v]
-    if not (searches or asins):
-        missing.append("AMAZON_SEARCH_KEYWORDS or AMAZON_ASINS")
-    if missing:
-        return None, "not configured: set " + " and ".join(missing)
-    version = version.strip()
-    token_url = AMAZON_TOKEN_ENDPOINTS[version][0]
-    if token_override:
-        token_url = validate_base_url("AMAZON_TOKEN_URL", _origin(token_override)) + _path_of(token_override)
-    return AmazonSettings(
-        credential_id=cred_id.strip(), credential_secret=SecretStr(secret.strip()), version=version,
-        partner_tag=tag.strip(), marketplace=marketplace, searches=tuple(searches), asins=tuple(asins),
-        base_url=base_url, token_url=token_url,
-        requests_per_second=_number(env, "AMAZON_REQUESTS_PER_SECOND", 1.0, minimum=0.01),
-    ), None
-
-
-def _ebay(env, data_dir: Path) -> tuple[EbaySettings | None, str | None]:
-    client_id, secret = _get(env, "EBAY_CLIENT_ID"), _get(env, "EBAY_CLIENT_SECRET")
-    token = _get(env, "EBAY_OAUTH_TOKEN")
-    marketplace = (_get(env, "EBAY_MARKETPLACE_ID") or "EBAY_US").strip()
-    if not EBAY_MARKETPLACE_RE.fullmatch(marketplace):
-        raise ConfigError(f"EBAY_MARKETPLACE_ID must be an eBay marketplace id such as EBAY_US or EBAY_GB (got {marketplace!r}).")
-    queries = _csv(env, "EBAY_SEARCH_QUERIES")
-    for query in queries:  # eBay's documented rules for q
-        if len(query) > 100 or "*" in query:
-            raise ConfigError(f"EBAY_SEARCH_QUERIES: each search must be at most 100 characters with no * (got {query[:120]!r}).")
-    categories = _csv(env, "EBAY_CATEGORY_IDS")
-    bad = [c for c in categories if not c.isdigit()]
-    if bad:
-        raise ConfigError(f"EBAY_CATEGORY_IDS must be numeric eBay category ids such as 29792 (got {bad[0]!r}).")
-    base = _get(env, "EBAY_API_BASE_URL")
-    base_url = validate_base_url("EBAY_API_BASE_URL", base) if base else EBAY_API_BASE_URL
-    budget = _number(env, "EBAY_DAILY_CALL_BUDGET", 5000, minimum=1, kind=int)
-    rate = _number(env, "EBAY_REQUESTS_PER_SECOND", 5.0, minimum=0.01)
-    if not (client_id or secret or token):
-        return None, "not configured"
-    missing = []
-    if not token and not (client_id and secret):
-        missing.append("EBAY_CLIENT_SECRET" if client_id else "EBAY_CLIENT_ID")
-    if not (queries or categories):
-        missing.append("EBAY_SEARCH_QUERIES or EBAY_CATEGORY_IDS")
-    if missing:
-        return None, "not configured: set " + " and ".join(missing)
-    minted = bool(client_id and secret)
-    return EbaySettings(
-        client_id=client_id.strip() if minted else None,
-        client_secret=SecretStr(secret.strip()) if minted else None,
-        static_token=None if minted else SecretStr(token.strip()),
-        marketplace=marketplace, queries=tuple(queries), category_ids=tuple(categories),
-        filter=_get(env, "EBAY_FILTER"), daily_call_budget=budget, base_url=base_url, requests_per_second=rate,
-        calls_file=data_dir / "state" / "ebay_calls.json",
-    ), None
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else url
-
-
-def _path_of(url: str) -> str:
-    return urlsplit(url).path if urlsplit(url).netloc else ""
-
-
 def load_settings(
     env: Mapping[str, str],
     *,
@@ -300,12 +157,27 @@ def load_settings(
     cache_dir: Path | None = None,
 ) -> Settings:
     """Build settings from an environment mapping; raises ConfigError naming the variable."""
-    shopify, shopify_reason = _shopify(env)
-    amazon, amazon_reason = _amazon(env)
     resolved_data_dir = _path(env, "PIPELINE_DATA_DIR", data_dir, REPO_ROOT / "data")
-    ebay, ebay_reason = _ebay(env, resolved_data_dir)
-    reasons = {"shopify": shopify_reason, "amazon": amazon_reason, "ebay": ebay_reason}
-    not_configured = {name: reason for name, reason in reasons.items() if reason}
+    path = accounts_file.default_path(REPO_ROOT, env)
+    if path is None:
+        accounts, not_configured, warnings = [], {}, []
+        for provider in PROVIDERS:
+            settings, reason = _parse(provider, env, resolved_data_dir)
+            if settings is not None:
+                accounts.append(Account(provider, settings.account, settings))
+            else:
+                not_configured[provider] = reason
+    else:
+        accounts, warnings = _file_accounts(path, env, resolved_data_dir), []
+        not_configured = {p: "not configured" for p in PROVIDERS if all(a.provider != p for a in accounts)}
+        ignored = accounts_file.ignored_variables(env)
+        if ignored:
+            warnings.append(f"the accounts file {path} defines the accounts, so these variables are ignored: "
+                            f"{', '.join(ignored)}")
+    streams = _streams(env)
+    if streams:
+        accounts = [replace(a, streams=streams) for a in accounts]
+    _check_names(accounts)
     return Settings(
         data_dir=resolved_data_dir,
         logs_dir=_path(env, "PIPELINE_LOGS_DIR", logs_dir, REPO_ROOT / "logs"),
@@ -325,8 +197,74 @@ def load_settings(
         anomaly_factor=_number(env, "PIPELINE_ANOMALY_FACTOR", 3.0, minimum=1.0),
         anomaly_floor=_number(env, "PIPELINE_ANOMALY_FLOOR", 50, minimum=0, kind=int),
         metrics_file=_path(env, "PIPELINE_METRICS_FILE", None, None) if _get(env, "PIPELINE_METRICS_FILE") else None,
-        shopify=shopify,
-        amazon=amazon,
-        ebay=ebay,
+        accounts=tuple(accounts),
         not_configured=not_configured,
+        warnings=tuple(warnings),
+        accounts_file=path,
     )
+
+
+def _parse(provider: str, env: Mapping[str, str], data_dir: Path):
+    if provider == "ebay":
+        return _ebay(env, data_dir)
+    return {"shopify": _shopify, "amazon": _amazon}[provider](env)
+
+
+def _file_accounts(path: Path, env: Mapping[str, str], data_dir: Path) -> list[Account]:
+    """The accounts of the accounts file. A malformed entry is a ConfigError naming the file, the
+    account and the key; a reference that does not resolve fails only its account."""
+    try:
+        entries = accounts_file.read_file(path, PROVIDERS)
+    except accounts_file.AccountsFileError as exc:
+        raise ConfigError(str(exc)) from None
+    found = []
+    for entry in entries:
+        variables, unresolved = dict(entry.variables), None
+        for name, value in entry.variables.items():
+            if isinstance(value, str) and value.startswith(accounts_file.REFERENCE_SCHEMES):
+                try:
+                    variables[name] = accounts_file.resolve(value, env)
+                except accounts_file.UnresolvedReference as exc:
+                    unresolved = unresolved or f"{entry.where}: {exc}"
+                    variables[name] = "unresolved-reference"  # lets the rest be checked and named
+        try:
+            settings, reason = _parse(entry.provider, variables, data_dir)
+        except ConfigError as exc:
+            raise ConfigError(f"{entry.where}: {_in_file_terms(str(exc), entry.provider)}") from None
+        if settings is None:
+            raise ConfigError(f"{entry.where}: {_in_file_terms(reason, entry.provider)}")
+        name = entry.name or settings.account
+        settings = replace(settings, name=name)
+        found.append(Account(entry.provider, name, None if unresolved else settings, unresolved,
+                             entry.streams or STREAMS, natural=entry.name is None))
+    return found
+
+
+def _in_file_terms(message: str, provider: str) -> str:
+    """A parser's message with each variable name replaced by its key in the accounts file."""
+    for key, variable in sorted(accounts_file.KEYS[provider].items(), key=lambda kv: -len(kv[1])):
+        message = message.replace(variable, key)
+    return message.replace("not configured: set", "missing").replace("(or ", "(or set ")
+
+
+def _streams(env) -> tuple[str, ...] | None:
+    raw = _get(env, "PIPELINE_STREAMS")
+    if raw is None:
+        return None
+    streams = tuple(dict.fromkeys(s.strip() for s in raw.split(",") if s.strip()))
+    unknown = [s for s in streams if s not in STREAMS]
+    if unknown or not streams:
+        raise ConfigError(f"PIPELINE_STREAMS takes a comma-separated list of {', '.join(STREAMS)} (got {raw!r}).")
+    return streams
+
+
+def _check_names(accounts: list[Account]) -> None:
+    seen = {}
+    for a in accounts:
+        if not ACCOUNT_RE.fullmatch(a.name) or ".." in a.name:
+            raise ConfigError(f"{a.provider} account {a.name!r}: give it a `name` of letters, digits, '.', '_' or '-'.")
+        key = (a.provider, a.name.lower())
+        if key in seen:
+            raise ConfigError(f"two {a.provider} accounts are both named {a.name!r} (unnamed accounts take their "
+                              "natural id: the shop domain, marketplace or marketplace id); give one a `name`.")
+        seen[key] = a

@@ -18,8 +18,9 @@ def _labels(**labels) -> str:
     return "{" + inner + "}" if inner else ""
 
 
-def render(record: dict, last_success: dict[str, str]) -> str:
-    """The metrics text for one run; `last_success` maps provider -> ISO time of its last ok run."""
+def render(record: dict, last_success: dict) -> str:
+    """The metrics text for one run; `last_success` maps each unit (provider, account, stream) to the
+    ISO time of its last successful full run. Unit series carry provider, account and stream labels."""
     lines = []
 
     def metric(name: str, kind: str, help_text: str, samples: list[tuple[dict, float]]) -> None:
@@ -28,7 +29,8 @@ def render(record: dict, last_success: dict[str, str]) -> str:
         lines.extend(f"{name}{_labels(**labels)} {value:g}" for labels, value in samples)
 
     finished = datetime.fromisoformat(record["finished_at"]).timestamp()
-    providers = record.get("providers", {})
+    units = [(u, {"provider": u["provider"], "account": u["account"], "stream": u["stream"]})
+             for u in record.get("units", []) if u.get("status") != "skipped"]
     metric("products_pipeline_last_run_timestamp_seconds", "gauge", "When the last run finished.", [({}, finished)])
     metric("products_pipeline_last_run_exit_code", "gauge", "Exit code of the last run (0 ok).",
            [({}, record.get("exit_code", 0))])
@@ -36,17 +38,17 @@ def render(record: dict, last_success: dict[str, str]) -> str:
            [({}, record.get("duration_s") or 0)])
     metric("products_pipeline_last_run_anomalies", "gauge", "Volume anomalies found by the last run.",
            [({}, len(record.get("anomalies", [])))])
-    metric("products_pipeline_provider_up", "gauge", "1 if the provider's last run was ok or partial.",
-           [({"provider": p}, 1 if e.get("status") in ("ok", "partial") else 0)
-            for p, e in providers.items() if e.get("status") != "skipped"])
+    metric("products_pipeline_provider_up", "gauge", "1 if the unit's last run was ok or partial.",
+           [(labels, 1 if u.get("status") in ("ok", "partial") else 0) for u, labels in units])
     for field, help_text in (("fetched", "Records fetched"), ("written", "New rows written"),
                              ("duplicates", "Records dropped as already written"),
                              ("quarantined", "Records quarantined"), ("requests", "HTTP requests made")):
-        metric(f"products_pipeline_provider_{field}", "gauge", f"{help_text} by the provider's last run.",
-               [({"provider": p}, e.get(field, 0)) for p, e in providers.items() if e.get("status") != "skipped"])
+        metric(f"products_pipeline_provider_{field}", "gauge", f"{help_text} by the unit's last run.",
+               [(labels, u.get(field, 0)) for u, labels in units])
     metric("products_pipeline_provider_last_success_timestamp_seconds", "gauge",
-           "When the provider last finished a successful full run.",
-           [({"provider": p}, datetime.fromisoformat(t).timestamp()) for p, t in sorted(last_success.items())])
+           "When the unit last finished a successful full run.",
+           [({"provider": p, "account": a, "stream": s}, datetime.fromisoformat(t).timestamp())
+            for (p, a, s), t in sorted(last_success.items())])
     return "\n".join(lines) + "\n"
 
 

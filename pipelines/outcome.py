@@ -13,9 +13,10 @@ import click
 from connectors.redact import Redactor
 from pipelines import anomaly, metrics
 from pipelines.anomaly import AnomalyRules
-from pipelines.config import Settings
+from pipelines.config import PROVIDERS, Settings
 from pipelines.stages import ProviderResult
 from storage import history_db, runlog
+from storage.paths import UnitId
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PARTIAL, EXIT_ANOMALY, EXIT_STALE, EXIT_LOCKED = 0, 1, 2, 3, 4, 5, 75
 EXIT_UNRECORDED = 74  # EX_IOERR: the run did its work but could not record it
@@ -31,13 +32,22 @@ def not_configured(name: str, reason: str) -> ProviderResult:
     return ProviderResult(status="skipped", reason=reason)
 
 
+RECORD_VERSION = 2
+SEVERITY = ("failed", "partial", "locked", "ok", "skipped")  # a provider's status: the worst of its units'
+SUMMED = ("fetched", "quarantined", "duplicates", "written", "requests", "cache_hits", "retries", "throttle_wait_s",
+          "partial_errors", "duration_s")
+
+
 def record_run(settings: Settings, opts, run_id: str, started: datetime, finished: datetime,
-               selected: tuple[str, ...], results: dict[str, ProviderResult]) -> tuple[int, dict]:
+               results: dict[UnitId, ProviderResult], skipped: dict[str, ProviderResult]) -> tuple[int, dict]:
     """Judge the run (anomalies, exit code), append its run-log line and publish it; returns (code, record)."""
     history = runlog.read(settings.logs_dir)
-    anomalies = find_anomalies(settings, opts, results, history)
-    code = exit_code([results[n] for n in selected], bool(anomalies) and opts.fail_on_anomaly)
+    defaults = settings.default_accounts()
+    anomalies = find_anomalies(settings, opts, results, history, defaults)
+    code = exit_code(list(results.values()), bool(anomalies) and opts.fail_on_anomaly)
+    units = [{"provider": u.provider, "account": u.account, "stream": u.stream, **r.as_log()} for u, r in results.items()]
     record = {
+        "record_version": RECORD_VERSION,
         "run_id": run_id,
         "started_at": started.isoformat(),
         "finished_at": finished.isoformat(),
@@ -46,11 +56,13 @@ def record_run(settings: Settings, opts, run_id: str, started: datetime, finishe
         "exit_code": code,
         "dry_run": opts.dry_run,
         "limited": opts.limit is not None,
-        "options": {"providers": list(selected), "limit": opts.limit, "dry_run": opts.dry_run,
-                    "no_cache": opts.no_cache, "full_refresh": opts.full_refresh,
+        "options": {"providers": sorted({u.provider for u in results}, key=PROVIDERS.index),
+                    "accounts": list(opts.accounts or []), "streams": list(opts.streams or []), "limit": opts.limit,
+                    "dry_run": opts.dry_run, "no_cache": opts.no_cache, "full_refresh": opts.full_refresh,
                     "since": opts.since.isoformat() if opts.since else None,
                     "fail_on_anomaly": opts.fail_on_anomaly},
-        "providers": {n: r.as_log() for n, r in results.items()},
+        "units": units,
+        "providers": providers_view(units, skipped),
         "anomalies": anomalies,
         "errors": error_summary(results),
     }
@@ -58,8 +70,30 @@ def record_run(settings: Settings, opts, run_id: str, started: datetime, finishe
         runlog.append(settings.logs_dir, record)
     except OSError as exc:
         code = unrecorded(settings, record, exc)
-    publish(settings, record, [*history, record])
+    publish(settings, record, [*history, record], defaults)
     return code, record
+
+
+def providers_view(units: list[dict], skipped: dict[str, ProviderResult]) -> dict[str, dict]:
+    """Each provider's entry as before units: its units' counts summed, its status the worst of
+    theirs; the fields of a single unit kept whole, so readers of one account per provider see no change."""
+    view = {p: r.as_log() for p, r in skipped.items()}
+    for provider in PROVIDERS:
+        mine = [u for u in units if u["provider"] == provider]
+        if len(mine) == 1:
+            view[provider] = {k: v for k, v in mine[0].items() if k not in ("provider", "account", "stream")}
+        elif mine:
+            entry = {k: round(sum(u.get(k, 0) for u in mine), 3) for k in SUMMED}
+            entry["status"] = min((u["status"] for u in mine), key=SEVERITY.index)
+            entry["units"] = len(mine)
+            entry["files"] = [f for u in mine for f in u.get("files", [])]
+            entry["warnings"] = [w for u in mine for w in u.get("warnings", [])]
+            for key in ("reason", "error_type", "error"):
+                value = next((u[key] for u in mine if u.get(key)), None)
+                if value is not None:
+                    entry[key] = value
+            view[provider] = entry
+    return {p: view[p] for p in PROVIDERS if p in view}
 
 
 def unrecorded(settings: Settings, record: dict, exc: OSError) -> int:
@@ -78,27 +112,27 @@ def unrecorded(settings: Settings, record: dict, exc: OSError) -> int:
     return record["exit_code"]
 
 
-def find_anomalies(settings: Settings, opts, results: dict, history: list[dict]) -> list[dict]:
-    """Check each provider's volumes against its rolling median; record and print what is off."""
+def find_anomalies(settings: Settings, opts, results: dict, history: list[dict], defaults: dict[str, str]) -> list[dict]:
+    """Check each unit's volumes against its rolling median; record and print what is off."""
     if opts.dry_run or opts.limit is not None:
         return []  # dry and limited runs neither count toward the baseline nor get judged
     rules = AnomalyRules(settings.anomaly_window, settings.anomaly_factor, settings.anomaly_floor)
     found = []
-    for name, result in results.items():
+    for unit, result in results.items():
         if result.status not in ("ok", "partial"):
             continue
-        verdict = anomaly.detect({"fetched": result.fetched, "written": result.written}, history, name, rules)
+        verdict = anomaly.detect({"fetched": result.fetched, "written": result.written}, history, unit, rules, defaults)
         result.cold_start, result.anomalies = verdict["cold_start"], verdict["anomalies"]
         for item in verdict["anomalies"]:
-            log.warning("ANOMALY %s", anomaly.describe(name, item))
-            found.append({"provider": name, **item})
+            log.warning("ANOMALY %s", anomaly.describe(unit, item))
+            found.append({"provider": unit.provider, "account": unit.account, "stream": unit.stream, **item})
     return found
 
 
 def error_summary(results: dict) -> dict:
-    """Errors grouped by provider and type, with counts."""
-    by_provider = {}
-    for name, r in results.items():
+    """Errors grouped by provider (and by unit) and type, with counts."""
+    by_provider, by_unit = {}, {}
+    for unit, r in results.items():
         kinds = {}
         if r.error_type:
             kinds[r.error_type] = 1
@@ -109,11 +143,14 @@ def error_summary(results: dict) -> dict:
         if r.status == "partial":
             kinds["Partial"] = 1
         if kinds:
-            by_provider[name] = kinds
-    return {"total": sum(sum(k.values()) for k in by_provider.values()), "by_provider": by_provider}
+            by_unit[str(unit)] = kinds
+            mine = by_provider.setdefault(unit.provider, {})
+            for kind, count in kinds.items():
+                mine[kind] = mine.get(kind, 0) + count
+    return {"total": sum(sum(k.values()) for k in by_unit.values()), "by_provider": by_provider, "by_unit": by_unit}
 
 
-def publish(settings: Settings, record: dict, history: list[dict]) -> None:
+def publish(settings: Settings, record: dict, history: list[dict], defaults: dict[str, str]) -> None:
     """The SQLite history and the metrics file: reported when they fail, never failing the run."""
     try:
         history_db.write(settings.logs_dir, record)
@@ -123,9 +160,9 @@ def publish(settings: Settings, record: dict, history: list[dict]) -> None:
         return
     last_success = {}
     for past in history:
-        for name in past.get("providers", {}):
-            if anomaly.is_baseline_run(past, name):
-                last_success[name] = past["finished_at"]
+        for unit in anomaly.unit_entries(past, defaults):
+            if anomaly.is_baseline_run(past, unit, defaults):
+                last_success[unit] = past["finished_at"]
     try:
         metrics.write(settings.metrics_file, metrics.render(record, last_success))
     except Exception as exc:  # noqa: BLE001
@@ -145,13 +182,13 @@ def exit_code(results: list[ProviderResult], anomaly_fails: bool = False) -> int
     return EXIT_OK
 
 
-def write_traceback(settings: Settings, run_id: str, name: str, exc: BaseException) -> tuple[str | None, str | None]:
-    """The redacted traceback in <logs>/tracebacks/<run_id>-<provider>.txt: (its path, None), or
+def write_traceback(settings: Settings, run_id: str, unit: UnitId, exc: BaseException) -> tuple[str | None, str | None]:
+    """The redacted traceback in <logs>/tracebacks/<run_id>-<provider>.<account>.<stream>.txt: (its path, None), or
     (None, why not) when the folder cannot take it (a full disk, say)."""
     try:
         folder = settings.logs_dir / "tracebacks"
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = folder / f"{run_id}-{name}.txt"
+        path = folder / f"{run_id}-{unit.provider}.{unit.account}.{unit.stream}.txt"
         text = "".join(traceback.format_exception(exc))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -173,8 +210,8 @@ def mode(opts) -> str:
     return ", ".join(parts)
 
 
-def report(name: str, r: ProviderResult, opts) -> None:
-    """The provider's summary line (and a dry run's sample rows)."""
+def report(name, r: ProviderResult, opts) -> None:
+    """The unit's summary line (and a dry run's sample rows)."""
     counts = (f"fetched {r.fetched}, {'would write' if opts.dry_run else 'wrote'} {r.written}, "
               f"duplicates {r.duplicates}, quarantined {r.quarantined}, "
               f"{r.requests} requests ({r.cache_hits} from cache), {r.duration_s:.1f}s")

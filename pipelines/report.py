@@ -11,6 +11,7 @@ import re
 from datetime import datetime, timedelta, timezone
 
 from pipelines.anomaly import is_baseline_run
+from storage.paths import UnitId
 
 PROVIDER_COLORS = {"shopify": "#5e8e3e", "amazon": "#e47911", "ebay": "#0064d2"}
 DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
@@ -25,16 +26,31 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=sum(float(n) * UNITS[u] for n, u in parts))
 
 
-def stale_providers(history: list[dict], providers: list[str], max_age: timedelta, now: datetime) -> dict[str, str]:
-    """Provider -> why it is stale: its last successful full run is older than max_age, or missing."""
+def stale_units(history: list[dict], units: list[UnitId], max_age: timedelta, now: datetime,
+                defaults: dict[str, str]) -> dict[UnitId, str]:
+    """Unit -> why it is stale: its last successful full run is older than max_age, or missing."""
     stale = {}
-    for name in providers:
-        finished = [datetime.fromisoformat(r["finished_at"]) for r in history if is_baseline_run(r, name)]
+    for unit in units:
+        finished = [datetime.fromisoformat(r["finished_at"]) for r in history if is_baseline_run(r, unit, defaults)]
         if not finished:
-            stale[name] = "no successful full run on record"
+            stale[unit] = "no successful full run on record"
         elif now - max(finished) > max_age:
-            stale[name] = f"last successful full run finished {max(finished).isoformat()}, {_age(now - max(finished))} ago"
+            stale[unit] = f"last successful full run finished {max(finished).isoformat()}, {_age(now - max(finished))} ago"
     return stale
+
+
+def _entries(record: dict) -> dict[str, dict]:
+    """A record's entries by label: `provider:account/stream` per unit; a run from before units
+    (one account per provider) by provider name."""
+    if record.get("record_version", 1) >= 2:
+        return {str(UnitId(u["provider"], u["account"], u["stream"])): u for u in record.get("units", [])}
+    return dict(record.get("providers", {}))
+
+
+def _label(anomaly: dict) -> str:
+    if "account" in anomaly:
+        return str(UnitId(anomaly["provider"], anomaly["account"], anomaly.get("stream", "products")))
+    return anomaly["provider"]
 
 
 def _age(delta: timedelta) -> str:
@@ -43,23 +59,23 @@ def _age(delta: timedelta) -> str:
 
 
 def table(history: list[dict], last: int = 20) -> str:
-    """Recent runs, newest last: status, duration, and new/duplicate/quarantined per provider."""
+    """Recent runs, newest last: status, duration, and new/duplicate/quarantined per unit."""
     runs = history[-last:]
-    providers = sorted({p for r in runs for p, e in r.get("providers", {}).items() if e.get("status") != "skipped"})
+    providers = sorted({p for r in runs for p, e in _entries(r).items() if e.get("status") != "skipped"})
     header = ["run", "status", "time"] + [f"{p} new/dup/quar" for p in providers] + ["anomalies"]
     rows = [header]
     for r in runs:
         row = [r["run_id"], r["status"] + (" (dry)" if r.get("dry_run") else "") + (" (limit)" if r.get("limited") else ""),
                f"{r.get('duration_s', 0):.1f}s"]
         for p in providers:
-            e = r.get("providers", {}).get(p, {})
+            e = _entries(r).get(p, {})
             if e.get("status") in (None, "skipped"):
                 row.append("-")
             elif e.get("status") in ("failed", "locked"):
                 row.append(e["status"])
             else:
                 row.append(f"{e.get('written', 0)}/{e.get('duplicates', 0)}/{e.get('quarantined', 0)}")
-        row.append(", ".join(f"{a['provider']} {a['signal']}" for a in r.get("anomalies", [])) or "")
+        row.append(", ".join(f"{_label(a)} {a['signal']}" for a in r.get("anomalies", [])) or "")
         rows.append(row)
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
@@ -78,7 +94,7 @@ def _chart(title: str, series: dict[str, list[tuple[int, float, bool]]], count: 
              f'<text x="{pad - 6}" y="{height - pad}" text-anchor="end" class="tick">0</text>',
              f'<text x="{width / 2}" y="{height - 8}" text-anchor="middle" class="tick">runs, oldest to newest ({unit})</text>']
     for index, (name, points) in enumerate(sorted(series.items())):
-        color = PROVIDER_COLORS.get(name, "#555")
+        color = PROVIDER_COLORS.get(name.split(":")[0], "#555")
         if points:
             path = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v, _ in points)
             parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
@@ -96,20 +112,19 @@ def html_report(history: list[dict], generated: datetime | None = None, last: in
     """A self-contained HTML page: volumes and durations over time, anomalies marked, recent runs."""
     runs = [r for r in history if not r.get("dry_run")][-last:]
     generated = generated or datetime.now(timezone.utc)
-    providers = sorted({p for r in runs for p, e in r.get("providers", {}).items()
-                        if e.get("status") not in (None, "skipped")})
+    providers = sorted({p for r in runs for p, e in _entries(r).items() if e.get("status") not in (None, "skipped")})
     series = {field: {p: [] for p in providers} for field in ("fetched", "written")}
     durations = {"run": []}
     for i, r in enumerate(runs):
-        flagged = {(a["provider"], a["signal"]) for a in r.get("anomalies", [])}
+        flagged = {(_label(a), a["signal"]) for a in r.get("anomalies", [])}
         for p in providers:
-            e = r.get("providers", {}).get(p, {})
+            e = _entries(r).get(p, {})
             if e.get("status") in ("ok", "partial"):
                 series["fetched"][p].append((i, e.get("fetched", 0), (p, "fetched_drop") in flagged))
                 series["written"][p].append((i, e.get("written", 0), (p, "written_spike") in flagged))
         durations["run"].append((i, r.get("duration_s", 0), False))
     anomaly_rows = "".join(
-        f"<tr><td>{html.escape(r['run_id'])}</td><td>{html.escape(a['provider'])}</td><td>{html.escape(a['signal'])}</td>"
+        f"<tr><td>{html.escape(r['run_id'])}</td><td>{html.escape(_label(a))}</td><td>{html.escape(a['signal'])}</td>"
         f"<td>{a['value']}</td><td>{a['median']:g}</td><td>{a['threshold']:g}</td></tr>"
         for r in runs for a in r.get("anomalies", []))
     recent = html.escape(table(runs, last=30))
@@ -127,12 +142,12 @@ pre {{ background: #f4f4f4; padding: .8rem; overflow-x: auto; font-size: 12px; }
 <h1>Products pipeline: run history</h1>
 <p>{len(runs)} runs (dry runs left out), generated {html.escape(generated.isoformat(timespec="seconds"))}.
 Red circles mark anomalies: a drop in records fetched, or a spike in records written, against the
-rolling median of the provider's last successful full runs.</p>
+rolling median of the unit's last successful full runs.</p>
 {_chart("Records fetched per run", series["fetched"], len(runs), "records")}
 {_chart("New rows written per run", series["written"], len(runs), "rows")}
 {_chart("Run duration", durations, len(runs), "seconds")}
 <h2>Anomalies</h2>
-{"<table><tr><th>run</th><th>provider</th><th>signal</th><th>value</th><th>median</th><th>threshold</th></tr>" + anomaly_rows + "</table>" if anomaly_rows else "<p>None.</p>"}
+{"<table><tr><th>run</th><th>unit</th><th>signal</th><th>value</th><th>median</th><th>threshold</th></tr>" + anomaly_rows + "</table>" if anomaly_rows else "<p>None.</p>"}
 <h2>Recent runs</h2>
 <pre>{recent}</pre>
 </body></html>

@@ -1,4 +1,5 @@
-"""One run: every selected provider's unit, one after another, then the run's record.
+"""One run: every selected unit of work (provider, account, stream), one after another, then the
+run's record.
 
 Per unit: open it (lock, state, writer, quarantine, recovered), fetch -> normalize -> dedup ->
 write, commit (data first, state last), report. A failing unit rolls back alone.
@@ -20,11 +21,12 @@ from connectors.shopify_bulk import Checkpoint
 from normalize import amazon as amazon_normalizer
 from normalize import ebay as ebay_normalizer
 from normalize import shopify as shopify_normalizer
-from pipelines import outcome
-from pipelines.config import PROVIDERS, Settings
+from pipelines import accounts, outcome
+from pipelines.config import Settings
 from pipelines.stages import BATCH_SIZE, Prefetch, Progress, ProviderResult, batched, keep_new, lean_gc, normalize_batch
 from storage.crash import crash_point
 from storage.destination import LocalDestination, LocalUnit, Locked
+from storage.paths import UnitId
 
 NORMALIZERS = {"shopify": shopify_normalizer, "amazon": amazon_normalizer, "ebay": ebay_normalizer}
 log = logging.getLogger("pipeline")
@@ -43,6 +45,8 @@ class RunOptions:
     full_refresh: bool
     since: datetime | None
     fail_on_anomaly: bool = False
+    accounts: tuple[str, ...] | None = None  # --accounts: provider:name or name
+    streams: tuple[str, ...] | None = None  # --streams (over PIPELINE_STREAMS and each account's own)
 
 
 @dataclass
@@ -54,34 +58,45 @@ class Runtime:
     now: object = lambda: datetime.now(timezone.utc)
 
 
+def select_units(settings: Settings, opts: RunOptions) -> list[UnitId]:
+    """The units this run works on: every configured one, narrowed by --providers, --accounts and
+    --streams; ValueError names an unknown or ambiguous account and lists the choices."""
+    units = settings.units(opts.streams)
+    if opts.providers:
+        units = [u for u in units if u.provider in opts.providers]
+    return accounts.select(units, opts.accounts)
+
+
 def execute(settings: Settings, opts: RunOptions, rt: Runtime) -> tuple[int, dict]:
-    """Run every selected provider, then record the run; returns (exit code, record)."""
+    """Run every selected unit, one after another, then record the run; returns (exit code, record)."""
     started = rt.now()
     run_id = started.strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
-    selected = opts.providers or tuple(p for p in PROVIDERS if p not in settings.not_configured)
+    selected = select_units(settings, opts)
     destination = LocalDestination(settings.data_dir, settings.output_file_mode, settings.rows_per_file)
-    results: dict[str, ProviderResult] = {}
-    for name in PROVIDERS:
-        if name not in selected:
-            if name in settings.not_configured:
-                results[name] = outcome.not_configured(name, settings.not_configured[name])
-            continue
-        log.info("%s: starting (%s)", name, outcome.mode(opts))
+    skipped = {p: outcome.not_configured(p, reason) for p, reason in settings.not_configured.items()
+               if not opts.providers or p in opts.providers}
+    results: dict[UnitId, ProviderResult] = {}
+    for unit in selected:
+        log.info("%s: starting (%s)", unit, outcome.mode(opts))
         with lean_gc():
-            results[name] = result = run_unit(destination, name, settings, opts, run_id, started, rt)
-        outcome.report(name, result, opts)
-    return outcome.record_run(settings, opts, run_id, started, rt.now(), selected, results)
+            results[unit] = result = run_unit(destination, unit, settings, opts, run_id, started, rt)
+        outcome.report(unit, result, opts)
+    return outcome.record_run(settings, opts, run_id, started, rt.now(), results, skipped)
 
 
-def run_unit(destination: LocalDestination, name: str, settings: Settings, opts: RunOptions, run_id: str,
+def run_unit(destination: LocalDestination, unit: UnitId, settings: Settings, opts: RunOptions, run_id: str,
              started: datetime, rt: Runtime) -> ProviderResult:
-    """One provider's unit under its lock; a failure rolls back its files and state and fails it alone."""
+    """One unit under its lock; a failure rolls back its files and state and fails it alone."""
     result, clock_start, http = ProviderResult(), time.monotonic(), None
+    account = settings.account(unit)
+    if not account.ready:  # a secret reference that did not resolve: this unit fails, the others run
+        return ProviderResult(status="failed", reason=account.reason, error_type="UnresolvedReference",
+                              error=account.reason)
     try:
-        with destination.open_unit(name, run_id=run_id, day=started.date(), dry_run=opts.dry_run) as unit:
-            http = CONNECTORS[name].make_client(settings.provider(name), _http_settings(settings, name, opts),
-                                                sleep=rt.sleep, now=rt.now, clock=rt.clock)
-            extract_load(unit, name, settings, opts, run_id, rt, http, result)
+        with destination.open_unit(unit, run_id=run_id, day=started.date(), dry_run=opts.dry_run) as store:
+            http = CONNECTORS[unit.provider].make_client(account.settings, _http_settings(settings, unit, opts),
+                                                         sleep=rt.sleep, now=rt.now, clock=rt.clock)
+            extract_load(store, unit, account.settings, settings, opts, run_id, rt, http, result)
     except Locked as exc:
         return ProviderResult(status="locked", reason=str(exc))
     except Exception as exc:
@@ -89,7 +104,7 @@ def run_unit(destination: LocalDestination, name: str, settings: Settings, opts:
         # Redacted like the logs: a library may word its error with a URL or header it was given.
         result.error_type, result.error = type(exc).__name__, Redactor(settings.secrets())(str(exc))
         result.circuit = "open" if isinstance(exc, CircuitOpen) else None
-        result.traceback, result.traceback_error = outcome.write_traceback(settings, run_id, name, exc)
+        result.traceback, result.traceback_error = outcome.write_traceback(settings, run_id, unit, exc)
     finally:
         if http is not None:
             http.close()
@@ -98,35 +113,35 @@ def run_unit(destination: LocalDestination, name: str, settings: Settings, opts:
     return result
 
 
-def extract_load(unit: LocalUnit, name: str, settings: Settings, opts: RunOptions, run_id: str, rt: Runtime,
-                 http, result: ProviderResult) -> None:
+def extract_load(store: LocalUnit, unit: UnitId, account, settings: Settings, opts: RunOptions, run_id: str,
+                 rt: Runtime, http, result: ProviderResult) -> None:
     """fetch -> normalize -> dedup -> write, then commit the files, the index and the high-water mark."""
-    connector, normalizer, account = CONNECTORS[name], NORMALIZERS[name], settings.provider(name)
-    stored_mark = high_water_mark = _stored_mark(unit.state)
+    connector, normalizer = CONNECTORS[unit.provider], NORMALIZERS[unit.provider]
+    stored_mark = high_water_mark = _stored_mark(store.state)
     records = connector.iter_records(http, account, since=_since(stored_mark, opts), lookback=settings.lookback,
                                      clock=rt.clock, full_refresh=opts.full_refresh,
-                                     checkpoint=Checkpoint(unit.meta), hints=unit.meta, known=unit.known)
+                                     checkpoint=Checkpoint(store.meta), hints=store.meta, known=store.known)
     if opts.limit is None:  # a limited run must not fetch a page ahead that it will not use
         records = Prefetch(records)
-    progress = Progress(name)
+    progress = Progress(str(unit))
     for raws in batched(islice(records, opts.limit), BATCH_SIZE):
         crash_point("after_fetch")
         result.fetched += len(raws)
         high_water_mark = max([high_water_mark, *map(connector.record_cursor, raws)], key=_cursor_key)
         products = normalize_batch(raws, normalizer, account=account.account, run_id=run_id,
-                                   fetched_at=rt.now(), quarantine=unit.quarantine)
-        new = keep_new(products, unit.state)
-        unit.write(new)
+                                   fetched_at=rt.now(), quarantine=store.quarantine)
+        new = keep_new(products, store.state)
+        store.write(new)
         result.written += len(new)
         result.duplicates += len(products) - len(new)
-        result.quarantined = unit.quarantine.count
+        result.quarantined = store.quarantine.count
         progress.update(result)
     _quality_gate(result, settings.quarantine_max_percent)
     if opts.limit:  # a partial look at the catalog must not move the mark past what it skipped
         high_water_mark = stored_mark
-    result.files = unit.commit({"high_water_mark": _cursor_json(high_water_mark)})
+    result.files = store.commit({"high_water_mark": _cursor_json(high_water_mark)})
     result.high_water_mark = _cursor_json(high_water_mark)
-    result.samples = unit.samples
+    result.samples = store.samples
 
 
 def _take_stats(result: ProviderResult, stats) -> None:
@@ -136,7 +151,7 @@ def _take_stats(result: ProviderResult, stats) -> None:
         result.status, result.reason = "partial", stats.partial_reason
 
 
-def _http_settings(settings: Settings, name: str, opts: RunOptions) -> HttpSettings:
+def _http_settings(settings: Settings, unit: UnitId, opts: RunOptions) -> HttpSettings:
     return HttpSettings(
         connect_timeout_s=settings.connect_timeout_s, read_timeout_s=settings.read_timeout_s,
         deadline_s=settings.request_deadline_s, max_attempts=settings.max_attempts,
@@ -144,7 +159,8 @@ def _http_settings(settings: Settings, name: str, opts: RunOptions) -> HttpSetti
         breaker_threshold=settings.breaker_threshold,
         # The cache serves development runs (--dry-run, --limit): a run that writes data always
         # asks the API afresh and stores nothing, so no scheduled run can replay old answers.
-        cache_dir=settings.cache_dir / name if (opts.dry_run or opts.limit) and not opts.no_cache else None,
+        cache_dir=(settings.cache_dir / unit.provider / unit.account
+                   if (opts.dry_run or opts.limit) and not opts.no_cache else None),
     )
 
 

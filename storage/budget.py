@@ -1,6 +1,6 @@
 """A daily call budget shared by every run (dry and limited runs spend real quota too).
 
-<data-dir>/state/<provider>_calls.json holds {"date": "YYYY-MM-DD", "calls": N} for the current
+<data-dir>/state/<provider>_calls.<keyset>.json holds {"date": "YYYY-MM-DD", "calls": N} for the current
 UTC day; each call is counted under a file lock before it is made, and the file is replaced
 atomically, so overlapping runs never lose a count.
 """
@@ -29,6 +29,7 @@ class DailyCallBudget:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         day = self.today().isoformat()
         with FileLock(self.path.with_name(self.path.name + ".lock"), mode=0o600):
+            self._inherit_legacy()
             calls = self._read(day)
             if calls >= self.limit:
                 return False
@@ -40,6 +41,16 @@ class DailyCallBudget:
                 os.fsync(handle.fileno())
             os.replace(staging, self.path)
         return True
+
+    def _inherit_legacy(self) -> None:
+        """Before accounts, the count lived in <provider>_calls.json, for the one keyset there was:
+        the first keyset to count after the upgrade takes it over, so today's spend is not forgotten."""
+        provider = self.path.name.split("_calls.", 1)[0]
+        legacy = self.path.with_name(f"{provider}_calls.json")
+        if legacy != self.path and legacy.exists() and not self.path.exists():
+            with FileLock(legacy.with_name(legacy.name + ".lock"), mode=0o600):
+                if legacy.exists():
+                    os.replace(legacy, self.path)
 
     def _read(self, day: str) -> int:
         try:

@@ -1,7 +1,7 @@
 """Where a unit's data and state live, behind one object per unit.
 
 `LocalDestination` is the embedded default: date-partitioned Parquet, SQLite state, a lock file per
-provider, all under one data folder. The run asks it for a unit and gets back everything that
+unit of work (provider, account, stream), all under one data folder. The run asks it for a unit and gets back everything that
 unit owns (lock, state, writer, quarantine, the stores its connector reads), already recovered
 from any crash before it; the run then streams records through the unit and commits it.
 """
@@ -14,11 +14,12 @@ from datetime import date
 from pathlib import Path
 
 from normalize.models import Product
-from storage.lock import ProviderLock
+from storage.lock import FileLease
 from storage.parquet import ROWS_PER_FILE, PartitionWriter
-from storage.quarantine import Quarantine, quarantine_path
+from storage.paths import UnitId, legacy_lock_path, legacy_state_path, lock_path, quarantine_path, state_path
+from storage.quarantine import Quarantine
 from storage.recovery import recover
-from storage.state import KnownVersions, MetaStore, ProviderState, state_path
+from storage.state import KnownVersions, MetaStore, ProviderState, inherit_legacy_state
 
 DRY_RUN_SAMPLES = 20
 
@@ -53,37 +54,52 @@ class LocalDestination:
     file_mode: int = 0o640
     rows_per_file: int = ROWS_PER_FILE
 
-    def open_unit(self, provider: str, *, run_id: str, day: date, dry_run: bool) -> "LocalUnit":
+    def open_unit(self, unit: UnitId, *, run_id: str, day: date, dry_run: bool) -> "LocalUnit":
         """The unit under its lock, recovered and marked in flight; raises Locked if another run holds it.
         A dry run takes no lock and writes nothing: state read-only, no files, quarantine counted only."""
-        lock = ProviderLock(self.data_dir, provider)
+        lock = FileLease(lock_path(self.data_dir, unit))
         if not dry_run and not lock.acquire():
             raise Locked(f"another run holds {lock.path}")
         try:
-            return LocalUnit(self, provider, run_id, day, dry_run, lock)
+            if not dry_run:
+                self._upgrade(unit)
+            return LocalUnit(self, unit, run_id, day, dry_run, lock)
         except BaseException:
             lock.release()
             raise
+
+    def _upgrade(self, unit: UnitId) -> None:
+        """A first run after the upgrade to units takes over its provider's old state, under the old
+        provider lock too, so a run of the previous release cannot be working on it meanwhile."""
+        if state_path(self.data_dir, unit).exists() or not legacy_state_path(self.data_dir, unit.provider).exists():
+            return
+        old_lock = FileLease(legacy_lock_path(self.data_dir, unit.provider))
+        if not old_lock.acquire(timeout=30):
+            raise Locked(f"a run of the previous release holds {old_lock.path}")
+        try:
+            inherit_legacy_state(self.data_dir, unit)
+        finally:
+            old_lock.release()
 
 
 class LocalUnit:
     """One unit's lock, state, writer and quarantine; data is committed before state, atomically."""
 
-    def __init__(self, destination: LocalDestination, provider: str, run_id: str, day: date, dry_run: bool,
-                 lock: ProviderLock):
-        data_dir = destination.data_dir
-        self.provider, self.run_id, self.dry_run, self.lock = provider, run_id, dry_run, lock
-        self.state = ProviderState.open(state_path(data_dir, provider), read_only=dry_run)
+    def __init__(self, destination: LocalDestination, unit: UnitId, run_id: str, day: date, dry_run: bool,
+                 lock: FileLease):
+        data_dir, path = destination.data_dir, state_path(destination.data_dir, unit)
+        self.unit, self.run_id, self.dry_run, self.lock = unit, run_id, dry_run, lock
+        self.state = ProviderState.open(path, read_only=dry_run)
         try:
             self.writer = DryRunSink() if dry_run else PartitionWriter(
-                data_dir, provider, run_id, day, destination.file_mode, destination.rows_per_file)
-            self.quarantine = Quarantine(quarantine_path(data_dir, provider, day, run_id), enabled=not dry_run)
+                data_dir, unit, run_id, day, destination.file_mode, destination.rows_per_file)
+            self.quarantine = Quarantine(quarantine_path(data_dir, unit, day, run_id), enabled=not dry_run)
             # What the connector reads and writes from its own thread: the bulk checkpoint and
             # learned page size (None in a dry run, which writes nothing), and the written versions.
-            self.meta = None if dry_run else MetaStore(state_path(data_dir, provider))
-            self.known = KnownVersions(state_path(data_dir, provider))
+            self.meta = None if dry_run else MetaStore(path)
+            self.known = KnownVersions(path)
             if not dry_run:
-                recover(self.state, data_dir, provider)
+                recover(self.state, data_dir, unit, legacy=bool(self.state.get("legacy_files")))
                 self.state.set("inflight_run", run_id)
         except BaseException:
             self.state.close()

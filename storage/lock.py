@@ -1,4 +1,4 @@
-"""One lock per data directory and provider, so runs of different providers may overlap.
+"""One lock per unit of work (provider, account, stream), so runs of different units may overlap.
 
 filelock's FileLock is flock(2) on POSIX (msvcrt locking on Windows): the kernel drops it when the
 process dies, SIGKILL included, so a crashed run never leaves a stale lock. The lock file is never
@@ -12,21 +12,19 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 
-def lock_path(data_dir: Path, provider: str) -> Path:
-    return data_dir / ".locks" / f"{provider}.lock"
+class FileLease:
+    """A lock file held without waiting: `acquire()` is False when another process holds it."""
 
-
-class ProviderLock:
-    def __init__(self, data_dir: Path, provider: str):
-        self.path = lock_path(data_dir, provider)
+    def __init__(self, path: Path):
+        self.path = path
         self._lock: FileLock | None = None
 
-    def acquire(self) -> bool:
-        """Take the lock without waiting; False if another run holds it."""
+    def acquire(self, timeout: float = 0) -> bool:
+        """Take the lock, waiting at most `timeout` seconds; False if another run holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         lock = FileLock(self.path, mode=0o600, thread_local=False)
         try:
-            lock.acquire(timeout=0)
+            lock.acquire(timeout=timeout)
         except Timeout:
             return False
         self._lock = lock

@@ -1,14 +1,14 @@
-"""Date-partitioned Parquet: one pure function for paths, atomic writes, and the start-up sweep.
+"""Date-partitioned Parquet: atomic writes of a unit's rows, and the start-up sweep of its files.
 
-Layout: <data-dir>/normalized/products/source=<provider>/date=<YYYY-MM-DD>/<run_id>-<seq>.parquet
-A file is staged as `.<name>.parquet.tmp` (no reader's `*.parquet` glob matches it), fsynced,
-renamed into place, and the directory fsynced, so a reader sees a whole file or none.
+Layout (storage/paths.py): <data-dir>/normalized/<table>/source=<provider>/date=<YYYY-MM-DD>/
+<account>_<run_id>-<seq>.parquet. A file is staged as `.<name>.tmp` (no reader's `*.parquet` glob
+matches it), fsynced, renamed into place, and the directory fsynced, so a reader sees a whole file
+or none.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from datetime import date
 from pathlib import Path
 
@@ -17,34 +17,15 @@ import pyarrow.parquet as pq
 
 from normalize.models import SCHEMA, Product
 from storage.crash import crash_point
+from storage.paths import (RUN_ID_RE, SOURCE_RE, UnitId, dataset_root, file_name, parse_file_name,  # noqa: F401
+                           partition_dir)
 
-SOURCE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
-RUN_ID_RE = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 # A row group of 25,000 rows reads fast in DuckDB, Spark and pandas and bounds the writer's memory;
 # a file of 250,000 rows (about 25 MB here) is big enough that a large catalog is a few files, not
 # thousands, and small enough to rewrite or move one at a time.
 ROW_GROUP_ROWS = 25_000
 ROWS_PER_FILE = 250_000
 COMPRESSION = "zstd"
-
-
-def dataset_root(data_dir: Path) -> Path:
-    return data_dir / "normalized" / "products"
-
-
-def partition_dir(data_dir: Path, source: str, day: date) -> Path:
-    """The partition folder; refuses any value that could escape the data directory."""
-    if not SOURCE_RE.fullmatch(source):
-        raise ValueError(f"invalid source name for a partition: {source!r}")
-    if not isinstance(day, date):
-        raise ValueError(f"invalid partition date: {day!r}")
-    return dataset_root(data_dir) / f"source={source}" / f"date={day.isoformat()}"
-
-
-def file_name(run_id: str, seq: int) -> str:
-    if not RUN_ID_RE.fullmatch(run_id):
-        raise ValueError(f"invalid run id: {run_id!r}")
-    return f"{run_id}-{seq:04d}.parquet"
 
 
 def fsync_dir(path: Path) -> None:
@@ -109,10 +90,10 @@ class PartitionWriter:
     row group at most, whatever the catalog's size.
     """
 
-    def __init__(self, data_dir: Path, source: str, run_id: str, day: date, mode: int,
-                 rows_per_file: int = ROWS_PER_FILE, row_group_rows: int = ROW_GROUP_ROWS):
-        self.directory = partition_dir(data_dir, source, day)
-        self.data_dir, self.run_id, self.mode = data_dir, run_id, mode
+    def __init__(self, data_dir: Path, unit: UnitId, run_id: str, day: date, mode: int,
+                 rows_per_file: int = ROWS_PER_FILE, row_group_rows: int = ROW_GROUP_ROWS, table: str = "products"):
+        self.directory = partition_dir(data_dir, unit.provider, day, table)
+        self.data_dir, self.account, self.run_id, self.mode = data_dir, unit.account, run_id, mode
         self.rows_per_file, self.row_group_rows = rows_per_file, min(row_group_rows, rows_per_file)
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
@@ -153,7 +134,7 @@ class PartitionWriter:
         group, rest = table.slice(0, rows), table.slice(rows)
         self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
         if self.current is None:
-            path = self.directory / file_name(self.run_id, len(self.files) + 1)
+            path = self.directory / file_name(self.account, self.run_id, len(self.files) + 1)
             self.files.append(path)  # recorded first, so discard() also covers a failed write
             self.current = StagedFile(path)
         room = self.rows_per_file - self.current.rows
@@ -172,21 +153,26 @@ class PartitionWriter:
         self.current = None
 
 
-def provider_files(data_dir: Path, source: str) -> list[Path]:
-    """Every Parquet and staging file under one provider's partitions."""
-    base = dataset_root(data_dir) / f"source={source}"
+def unit_files(data_dir: Path, unit: UnitId, *, legacy: bool = False, table: str = "products") -> list[Path]:
+    """The unit's Parquet and staging files (and, with `legacy`, its provider's files from before
+    units, whose names carry no account): never another unit's."""
+    base = dataset_root(data_dir, table) / f"source={unit.provider}"
     if not base.is_dir():
         return []
-    return sorted(p for p in base.glob("date=*/*") if p.is_file())
+    mine = []
+    for path in base.glob("date=*/*"):
+        parsed = parse_file_name(path.name)
+        if parsed is not None and (parsed[0] == unit.account or (legacy and parsed[0] is None)) and path.is_file():
+            mine.append(path)
+    return sorted(mine)
 
 
-def sweep(data_dir: Path, source: str, uncommitted_run: str | None) -> list[Path]:
-    """Remove staging files and the files of a run that never committed; returns what went."""
+def sweep(data_dir: Path, unit: UnitId, uncommitted_run: str | None, *, legacy: bool = False) -> list[Path]:
+    """Remove the unit's staging files and the files of its run that never committed; returns what went."""
     removed = []
-    for path in provider_files(data_dir, source):
-        stale_stage = path.name.startswith(".") and path.name.endswith(".tmp")
-        orphan = uncommitted_run is not None and path.name.startswith(uncommitted_run + "-")
-        if stale_stage or orphan:
+    for path in unit_files(data_dir, unit, legacy=legacy):
+        _, run_id, staging = parse_file_name(path.name)
+        if staging or (uncommitted_run is not None and run_id == uncommitted_run):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

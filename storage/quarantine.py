@@ -1,22 +1,15 @@
 """Quarantine: records that broke a data-quality rule, kept with the reason for a person to fix.
 
-<data-dir>/quarantine/source=<provider>/date=<YYYY-MM-DD>/<run_id>.jsonl
+<data-dir>/quarantine/source=<provider>/date=<YYYY-MM-DD>/<account>.<stream>.<run_id>.jsonl
 """
 
 from __future__ import annotations
 
 import json
 import os
-from datetime import date
 from pathlib import Path
 
-from storage.parquet import SOURCE_RE, RUN_ID_RE
-
-
-def quarantine_path(data_dir: Path, source: str, day: date, run_id: str) -> Path:
-    if not SOURCE_RE.fullmatch(source) or not RUN_ID_RE.fullmatch(run_id):
-        raise ValueError("invalid quarantine path component")
-    return data_dir / "quarantine" / f"source={source}" / f"date={day.isoformat()}" / f"{run_id}.jsonl"
+from storage.paths import quarantine_path  # noqa: F401 - the path lives with the others
 
 
 class Quarantine:

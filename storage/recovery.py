@@ -1,23 +1,25 @@
-"""Start-of-run recovery, under the provider's lock: make the files and the state agree again."""
+"""Start-of-run recovery, under the unit's lock: make its files and its state agree again."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from storage.parquet import provider_files, sweep
+from storage.parquet import parse_file_name, sweep, unit_files
+from storage.paths import UnitId
 from storage.state import ProviderState
 
 
-def recover(state: ProviderState, data_dir: Path, provider: str) -> tuple[int, int]:
-    """Remove staging files and the files of a run that died before its commit, then index any
-    Parquet file the state does not know (a lost or restored state file). Returns (removed, adopted rows)."""
+def recover(state: ProviderState, data_dir: Path, unit: UnitId, *, legacy: bool = False) -> tuple[int, int]:
+    """Remove the unit's staging files and the files of its run that died before its commit, then
+    index any of its Parquet files the state does not know (a lost or restored state file). Only
+    the unit's own files are looked at (with `legacy`, also its provider's files from before units,
+    which only the unit that inherited that provider's state owns). Returns (removed, adopted rows)."""
     inflight = state.get("inflight_run")
-    removed = sweep(data_dir, provider, inflight)
+    removed = sweep(data_dir, unit, inflight, legacy=legacy)
     if inflight:
         state.delete("inflight_run")
     known = state.committed_files()
-    unknown = [p for p in provider_files(data_dir, provider)
-               if p.suffix == ".parquet" and not p.name.startswith(".")
-               and p.relative_to(data_dir).as_posix() not in known]
+    unknown = [p for p in unit_files(data_dir, unit, legacy=legacy)
+               if not parse_file_name(p.name)[2] and p.relative_to(data_dir).as_posix() not in known]
     adopted = state.adopt(data_dir, unknown) if unknown else 0
     return len(removed), adopted

@@ -1,7 +1,7 @@
-"""Per-provider state: the seen-hash index, the written versions, the high-water mark and the
+"""Per-unit state: the seen-hash index, the written versions, the high-water mark and the
 committed files.
 
-One SQLite file per provider under <data-dir>/state/. The index is on disk, so memory stays flat
+One SQLite file per unit of work under <data-dir>/state/ (storage/paths.py). The index is on disk, so memory stays flat
 at millions of records. A run's hashes go to a temporary table and reach the index only in the
 same transaction that records its files and high-water mark: data first, state last, atomically.
 """
@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
+from storage.paths import UnitId, legacy_state_path, state_path
 
 HASH_BYTES = 16  # 128 bits of the SHA-256: collisions are out of reach at any catalog size
 IN_CHUNK = 500
@@ -29,8 +32,44 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-def state_path(data_dir: Path, provider: str) -> Path:
-    return data_dir / "state" / f"{provider}.sqlite"
+def inherit_legacy_state(data_dir: Path, unit: UnitId) -> bool:
+    """Upgrade in place: the first run of a unit whose state does not exist yet takes over its
+    provider's state from before units (`state/<provider>.sqlite`) when the rows that state
+    committed belong to this unit's account. The copy goes through SQLite's backup (a hot journal
+    is rolled back first), then the old file is removed; the new state remembers that the
+    provider's account-less files are this unit's. Call under the unit's lock. True if it did."""
+    legacy, target = legacy_state_path(data_dir, unit.provider), state_path(data_dir, unit)
+    if target.exists() or not legacy.exists() or unit.stream != "products":
+        return False
+    source = sqlite3.connect(legacy, isolation_level=None)
+    try:
+        files = [row[0] for row in source.execute("SELECT path FROM files ORDER BY path")]
+        owner = _account_of(data_dir, files)
+        if owner != unit.account:
+            return False
+        staging = target.with_name(f".{target.name}.tmp")
+        copy = sqlite3.connect(staging, isolation_level=None)
+        try:
+            source.backup(copy)
+            copy.execute("INSERT OR REPLACE INTO meta VALUES ('legacy_files', 'true')")
+        finally:
+            copy.close()
+        os.replace(staging, target)
+    finally:
+        source.close()
+    legacy.unlink()
+    return True
+
+
+def _account_of(data_dir: Path, files: list[str]) -> str | None:
+    """The account column of the first committed file that still exists (every row of a legacy
+    state has the one account its provider had), or None when there is none."""
+    for name in files:
+        path = data_dir / name
+        if path.is_file():
+            column = pq.read_table(path, columns=["account"]).column("account")
+            return column[0].as_py() if len(column) else None
+    return None
 
 
 def version_key(source_id: str, updated_at: datetime) -> bytes:

@@ -12,8 +12,9 @@ from pydantic import SecretStr
 from connectors import shopify, shopify_bulk
 from connectors.http import HttpSettings
 from connectors.settings import ShopifySettings
+from storage.paths import UnitId
 from storage.state import ProviderState, state_path
-from tests.conftest import TOKEN, parquet_rows
+from tests.conftest import SHOP, TOKEN, parquet_rows
 from tests.procs import content
 
 
@@ -79,7 +80,7 @@ def test_a_failed_download_names_the_host_and_never_the_signed_url(sandbox, run,
                *(p.read_text() for p in (dirs["logs"] / "tracebacks").glob("*.txt"))]
     for text in written:
         assert "Signature" not in text and "/bulk/" not in text
-    state = ProviderState.open(state_path(dirs["data"], "shopify"), read_only=True)
+    state = ProviderState.open(state_path(dirs["data"], UnitId("shopify", SHOP)), read_only=True)
     assert state.get("shopify_bulk_operation") == "gid://shopify/BulkOperation/1"  # resumed next run
     state.close()
 

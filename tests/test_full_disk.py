@@ -14,8 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from pipelines.run_pipeline import Runtime, cli
+from storage.lock import FileLease
+from storage.paths import UnitId, lock_path
 from tests.conftest import SHOP, TOKEN
-from tests.procs import base_env, dataset_problems, read_runlog, run_cli, shopify_env
+from tests.procs import base_env, dataset_problems, run_cli, shopify_env
 
 
 @pytest.fixture
@@ -60,7 +62,7 @@ def test_a_full_logs_disk_exits_74_with_the_record_on_stderr_and_a_rerun_recover
     assert "Traceback" not in first.stderr
     assert f"appending to the run log {mount / 'logs' / 'runs.jsonl'} failed" in first.stderr
     assert "No space left on device" in first.stderr
-    assert "shopify: ok, fetched 100, wrote 100" in first.stderr  # the per-provider summary still comes
+    assert f"shopify:{SHOP}/products: ok, fetched 100, wrote 100" in first.stderr  # the per-provider summary still comes
     assert "run history: could not write" in first.stderr  # the SQLite history: a warning only
     [record] = _json_lines(first.stderr)
     assert record["exit_code"] == 74 and record["providers"]["shopify"]["written"] == 100
@@ -86,7 +88,7 @@ def test_74_wins_over_a_failed_provider_and_a_traceback_that_cannot_be_written(t
     done = run_cli(env)
     assert done.returncode == 74, done.stderr
     assert "Traceback" not in done.stderr
-    assert "shopify: FAILED" in done.stderr and "could not write a traceback under" in done.stderr
+    assert f"shopify:{SHOP}/products: FAILED" in done.stderr and "could not write a traceback under" in done.stderr
     [record] = _json_lines(done.stderr)
     entry = record["providers"]["shopify"]
     assert entry["status"] == "failed" and "No space left on device" in entry["traceback_error"]
@@ -116,11 +118,9 @@ def test_a_run_log_on_dev_full_exits_74(sandbox, dirs, clock, monkeypatch):
 
 def test_every_selected_provider_locked_stays_75_even_when_the_record_cannot_be_written(sandbox, dirs, clock,
                                                                                        monkeypatch):
-    from storage.lock import ProviderLock
-
     dirs["logs"].mkdir(parents=True)
     (dirs["logs"] / "runs.jsonl").symlink_to("/dev/full")
-    lock = ProviderLock(dirs["data"], "shopify")
+    lock = FileLease(lock_path(dirs["data"], UnitId("shopify", SHOP)))
     assert lock.acquire()
     try:
         for name, value in {"SHOPIFY_API_BASE_URL": sandbox.base_url, "SHOPIFY_SHOP_DOMAIN": SHOP,

@@ -12,9 +12,12 @@ import pytest
 from pipelines import anomaly, metrics, report
 from pipelines.anomaly import AnomalyRules
 from storage import history_db, runlog
+from storage.paths import UnitId
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 RULES = AnomalyRules(window=8, factor=3.0, floor=50)
+EBAY = UnitId("ebay", "EBAY_US")
+DEFAULTS = {"ebay": "EBAY_US"}  # lines from before units (these records) are the default account's runs
 
 
 def record(i: int, fetched: int = 1000, written: int = 10, status: str = "ok", dry: bool = False,
@@ -33,36 +36,36 @@ def history(n: int, **kw) -> list[dict]:
 
 
 def test_cold_start_is_explicit_and_never_an_anomaly():
-    verdict = anomaly.detect({"fetched": 0, "written": 99999}, history(7), "ebay", RULES)
+    verdict = anomaly.detect({"fetched": 0, "written": 99999}, history(7), EBAY, RULES, DEFAULTS)
     assert verdict == {"cold_start": True, "baseline_runs": 7, "anomalies": []}
 
 
 def test_a_drop_in_fetched_including_to_zero_is_an_anomaly():
     for fetched in (0, 300):
-        verdict = anomaly.detect({"fetched": fetched, "written": 0}, history(8), "ebay", RULES)
+        verdict = anomaly.detect({"fetched": fetched, "written": 0}, history(8), EBAY, RULES, DEFAULTS)
         assert [a["signal"] for a in verdict["anomalies"]] == ["fetched_drop"] and not verdict["cold_start"]
         assert verdict["anomalies"][0]["median"] == 1000
-    assert anomaly.detect({"fetched": 400, "written": 0}, history(8), "ebay", RULES)["anomalies"] == []
+    assert anomaly.detect({"fetched": 400, "written": 0}, history(8), EBAY, RULES, DEFAULTS)["anomalies"] == []
 
 
 def test_a_spike_in_written_is_an_anomaly_above_the_floor():
-    spike = anomaly.detect({"fetched": 1000, "written": 31}, history(8), "ebay", RULES)
+    spike = anomaly.detect({"fetched": 1000, "written": 31}, history(8), EBAY, RULES, DEFAULTS)
     assert spike["anomalies"] == []  # 3 x median 10 = 30, but under the floor of 50
-    spike = anomaly.detect({"fetched": 1000, "written": 51}, history(8), "ebay", RULES)
+    spike = anomaly.detect({"fetched": 1000, "written": 51}, history(8), EBAY, RULES, DEFAULTS)
     assert [a["signal"] for a in spike["anomalies"]] == ["written_spike"]
 
 
 def test_a_zero_median_needs_the_floor_to_call_a_spike():
     quiet = history(8, written=0)
-    assert anomaly.detect({"fetched": 1000, "written": 5}, quiet, "ebay", RULES)["anomalies"] == []
-    assert anomaly.detect({"fetched": 1000, "written": 60}, quiet, "ebay", RULES)["anomalies"]
+    assert anomaly.detect({"fetched": 1000, "written": 5}, quiet, EBAY, RULES, DEFAULTS)["anomalies"] == []
+    assert anomaly.detect({"fetched": 1000, "written": 60}, quiet, EBAY, RULES, DEFAULTS)["anomalies"]
 
 
 def test_dry_limited_and_failed_runs_never_count_toward_the_baseline():
     noisy = [*history(7), record(90, fetched=5, dry=True), record(91, fetched=5, limited=True),
              record(92, fetched=5, status="failed")]
-    assert anomaly.detect({"fetched": 1000, "written": 10}, noisy, "ebay", RULES)["cold_start"] is True
-    assert len(anomaly.baseline([*noisy, record(8)], "ebay", 8)) == 8
+    assert anomaly.detect({"fetched": 1000, "written": 10}, noisy, EBAY, RULES, DEFAULTS)["cold_start"] is True
+    assert len(anomaly.baseline([*noisy, record(8)], EBAY, 8, DEFAULTS)) == 8
 
 
 @pytest.mark.parametrize("flag, code", [((), 0), (("--fail-on-anomaly",), 4)])
@@ -74,7 +77,7 @@ def test_a_quiet_run_after_a_full_load_is_a_fetched_drop_logged_and_fatal_only_w
     assert second["providers"]["shopify"]["fetched"] < 100 / 3
     assert [a["signal"] for a in second["anomalies"]] == ["fetched_drop"]
     assert second["providers"]["shopify"]["anomalies"][0]["median"] == 100
-    assert "ANOMALY shopify: fetched" in result.output
+    assert "ANOMALY shopify:test-shop.myshopify.com/products: fetched" in result.output
     assert result.exit_code == code and second["exit_code"] == code
 
 
@@ -113,9 +116,10 @@ def test_metrics_file_is_written_atomically_in_textfile_format(sandbox, run, dir
     prom = tmp_path / "collector" / "products_pipeline.prom"
     result, rec = run(sandbox, env={"PIPELINE_METRICS_FILE": str(prom)})
     text = prom.read_text()
-    assert 'products_pipeline_provider_written{provider="shopify"} 100' in text
+    labels = 'provider="shopify",account="test-shop.myshopify.com",stream="products"'
+    assert f'products_pipeline_provider_written{{{labels}}} 100' in text
     assert "products_pipeline_last_run_exit_code 0" in text
-    assert 'products_pipeline_provider_last_success_timestamp_seconds{provider="shopify"}' in text
+    assert f'products_pipeline_provider_last_success_timestamp_seconds{{{labels}}}' in text
     assert "# TYPE products_pipeline_last_run_duration_seconds gauge" in text
     assert stat.S_IMODE(prom.stat().st_mode) == 0o644
     assert [p.name for p in prom.parent.iterdir()] == ["products_pipeline.prom"]  # no staging file left
@@ -126,8 +130,9 @@ def test_metrics_file_is_written_atomically_in_textfile_format(sandbox, run, dir
 
 
 def test_metrics_render_escapes_labels():
-    rec = record(1, provider='we"ird\\p')
-    assert 'provider="we\\"ird\\\\p"' in metrics.render(rec, {})
+    rec = {**record(1), "record_version": 2,
+           "units": [{"provider": "ebay", "account": 'we"ird\\p', "stream": "products", "status": "ok"}]}
+    assert 'account="we\\"ird\\\\p"' in metrics.render(rec, {})
 
 
 def test_report_table_shows_statuses_counts_and_anomalies():
@@ -156,7 +161,8 @@ def test_sla_check_flags_providers_whose_last_good_run_is_too_old(ages, max_age,
     now = T0 + timedelta(days=10)
     runs = [{**record(0), "finished_at": (now - timedelta(hours=h)).isoformat()} for h in ages]
     runs.append({**record(1, status="failed"), "finished_at": now.isoformat()})  # failures never count as fresh
-    assert set(report.stale_providers(runs, ["ebay"], report.parse_duration(max_age), now)) == stale
+    found = report.stale_units(runs, [EBAY], report.parse_duration(max_age), now, DEFAULTS)
+    assert {unit.provider for unit in found} == stale
 
 
 def test_report_command_exits_5_when_stale_and_0_when_fresh(sandbox, run, dirs):

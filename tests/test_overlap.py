@@ -15,7 +15,7 @@ from sandbox.amazon import LWA_PATH, AmazonSandbox
 from sandbox.catalog import CatalogSpec
 from sandbox.server import Fault
 from sandbox.shopify import ShopifySandbox
-from storage.lock import lock_path
+from storage.paths import UnitId, lock_path
 from tests.procs import base_env, dataset_problems, read_runlog, run_cli, shopify_env, start_cli
 
 TOKEN = "shpat_race_test_token"
@@ -67,7 +67,7 @@ def test_the_next_run_gets_the_lock_after_the_holder_is_killed(server, tmp_path)
     env = base_env(tmp_path, **shopify_env(server, TOKEN), PIPELINE_REQUEST_DEADLINE_SECONDS="60")
     server.inject(Fault("trickle", seconds=30))  # the holder hangs mid-fetch, lock held
     holder = start_cli(env)
-    lock = lock_path(tmp_path / "data", "shopify")
+    lock = lock_path(tmp_path / "data", UnitId("shopify", "test-shop.myshopify.com"))
     deadline = time.monotonic() + 30
     while not (lock.exists() and server.api_requests()) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -14,7 +14,8 @@ import pytest
 
 from sandbox.catalog import CatalogSpec
 from sandbox.shopify import ShopifySandbox
-from storage.lock import ProviderLock
+from storage.lock import FileLease
+from storage.paths import UnitId, lock_path
 from tests.conftest import SHOP, TOKEN, parquet_rows
 
 REPO = Path(__file__).resolve().parent.parent
@@ -146,7 +147,7 @@ def test_duckdb_reads_the_dataset_with_hive_partitions(sandbox, run, dirs):
 
 
 def test_a_locked_provider_is_skipped_and_touches_nothing(sandbox, run, dirs):
-    lock = ProviderLock(dirs["data"], "shopify")
+    lock = FileLease(lock_path(dirs["data"], UnitId("shopify", SHOP)))
     assert lock.acquire()
     try:
         result, record = run(sandbox)
@@ -190,13 +191,13 @@ def test_quarantine_threshold(sandbox, run, dirs, bad_percent, committed):
     assert all(line["field"] == "priceRangeV2.minVariantPrice.amount" and line["raw_hash"] for line in lines)
     if not committed:
         assert entry["status"] == "failed" and entry["error_type"] == "QualityGateFailed"
-        assert not (dirs["data"] / "state" / "shopify.sqlite").exists() or _hwm(dirs) is None
+        assert not (dirs["data"] / "state" / f"shopify.{SHOP}.products.sqlite").exists() or _hwm(dirs) is None
 
 
 def _hwm(dirs):
     import sqlite3
 
-    con = sqlite3.connect(dirs["data"] / "state" / "shopify.sqlite")
+    con = sqlite3.connect(dirs["data"] / "state" / f"shopify.{SHOP}.products.sqlite")
     row = con.execute("SELECT value FROM meta WHERE key='high_water_mark'").fetchone()
     return row and json.loads(row[0])
 
@@ -273,10 +274,10 @@ def test_output_is_group_readable_and_everything_else_is_the_owners_alone(sandbo
     run(sandbox, "--dry-run")  # development runs use the cache
     [parquet] = list((dirs["data"] / "normalized").rglob("*.parquet"))
     assert stat.S_IMODE(parquet.stat().st_mode) == 0o640
-    private = [dirs["logs"] / "runs.jsonl", dirs["data"] / "state" / "shopify.sqlite",
-               *(dirs["cache"] / "shopify").iterdir()]
+    private = [dirs["logs"] / "runs.jsonl", dirs["data"] / "state" / f"shopify.{SHOP}.products.sqlite",
+               *(dirs["cache"] / "shopify" / SHOP).iterdir()]  # a cache per account
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in private), [oct(p.stat().st_mode) for p in private]
-    assert stat.S_IMODE((dirs["cache"] / "shopify").stat().st_mode) == 0o700
+    assert stat.S_IMODE((dirs["cache"] / "shopify" / SHOP).stat().st_mode) == 0o700
 
 
 def test_verbose_output_shows_requests_but_never_the_token(sandbox, run):

@@ -43,7 +43,7 @@ def test_the_printed_crontab_line_runs_under_cron_rules_from_root_on_the_sandbox
                                    cwd="/", capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr + completed.stdout
     log = tmp_path / "logs" / f"pipeline_{datetime.now().strftime('%Y%m%d')}.log"
-    assert "shopify: ok, fetched 40, wrote 40" in log.read_text()
+    assert "shopify:cron-shop.myshopify.com/products: ok, fetched 40, wrote 40" in log.read_text()
     assert runlog.read(tmp_path / "logs")[-1]["providers"]["shopify"]["written"] == 40
     assert list((tmp_path / "data" / "normalized").rglob("*.parquet"))
 

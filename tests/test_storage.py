@@ -11,12 +11,14 @@ import pytest
 
 from normalize.shopify import to_product
 from storage import parquet
-from storage.parquet import PartitionWriter, partition_dir, provider_files
+from storage.parquet import PartitionWriter, partition_dir, unit_files
+from storage.paths import UnitId
 from storage.recovery import recover
 from storage.state import KnownVersions, ProviderState, state_path
 from tests.conftest import load_fixture
 
 RUN = "20261127T120000Z-abcdef"
+UNIT = UnitId("shopify", "a.myshopify.com")
 DAY = date(2026, 11, 27)
 
 
@@ -39,18 +41,18 @@ def test_write_is_atomic_fsynced_and_has_the_configured_mode(tmp_path, monkeypat
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
     monkeypatch.setattr(os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b))[1])
-    writer = PartitionWriter(tmp_path, "shopify", RUN, DAY, 0o640)
+    writer = PartitionWriter(tmp_path, UNIT, RUN, DAY, 0o640)
     writer.add(products(3))
     [path] = writer.close()
     assert calls == ["fsync", "replace", "fsync"]  # file, rename, directory
     full = tmp_path / path
-    assert full.name == f"{RUN}-0001.parquet"
+    assert full.name == f"a.myshopify.com_{RUN}-0001.parquet"
     assert stat.S_IMODE(full.stat().st_mode) == 0o640
     assert duckdb_count(tmp_path) == 3
 
 
 def test_a_crash_mid_write_leaves_no_visible_file_and_readers_still_work(tmp_path, monkeypatch):
-    first = PartitionWriter(tmp_path, "shopify", RUN, DAY, 0o640)
+    first = PartitionWriter(tmp_path, UNIT, RUN, DAY, 0o640)
     first.add(products(2))
     first.close()
 
@@ -58,18 +60,18 @@ def test_a_crash_mid_write_leaves_no_visible_file_and_readers_still_work(tmp_pat
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", crash)
-    second = PartitionWriter(tmp_path, "shopify", "20261127T130000Z-000001", DAY, 0o640)
+    second = PartitionWriter(tmp_path, UNIT, "20261127T130000Z-000001", DAY, 0o640)
     second.add(products(5))
     with pytest.raises(OSError):
         second.close()
     assert duckdb_count(tmp_path) == 2
-    assert [p.name for p in provider_files(tmp_path, "shopify")] == [f"{RUN}-0001.parquet"]
+    assert [p.name for p in unit_files(tmp_path, UNIT)] == [f"a.myshopify.com_{RUN}-0001.parquet"]
 
 
 def test_a_killed_run_leaves_staging_and_orphans_that_readers_skip_and_recovery_removes(tmp_path):
     # Committed data from an earlier run.
-    state = ProviderState.open(state_path(tmp_path, "shopify"))
-    done = PartitionWriter(tmp_path, "shopify", RUN, DAY, 0o640)
+    state = ProviderState.open(state_path(tmp_path, UNIT))
+    done = PartitionWriter(tmp_path, UNIT, RUN, DAY, 0o640)
     batch = products(4)
     state.keep_unseen([p.raw_hash for p in batch])
     done.add(batch)
@@ -77,13 +79,13 @@ def test_a_killed_run_leaves_staging_and_orphans_that_readers_skip_and_recovery_
     # A run that died: marked in flight, one file renamed into place, one still staged.
     dead = "20261127T140000Z-dead00"
     state.set("inflight_run", dead)
-    orphan = PartitionWriter(tmp_path, "shopify", dead, DAY, 0o640)
+    orphan = PartitionWriter(tmp_path, UNIT, dead, DAY, 0o640)
     orphan.add(products(2))
     orphan.close()
-    staged = partition_dir(tmp_path, "shopify", DAY) / f".{dead}-0002.parquet.tmp"
+    staged = partition_dir(tmp_path, "shopify", DAY) / f".a.myshopify.com_{dead}-0002.parquet.tmp"
     staged.write_bytes(b"PAR1 half written")
     assert duckdb_count(tmp_path) == 6  # the glob skips the staging file; the orphan is readable
-    removed, adopted = recover(state, tmp_path, "shopify")
+    removed, adopted = recover(state, tmp_path, UNIT)
     assert (removed, adopted) == (2, 0)
     assert duckdb_count(tmp_path) == 4
     assert state.get("inflight_run") is None
@@ -91,20 +93,20 @@ def test_a_killed_run_leaves_staging_and_orphans_that_readers_skip_and_recovery_
 
 
 def test_a_lost_state_file_adopts_the_existing_parquet_instead_of_rewriting_it(tmp_path):
-    writer = PartitionWriter(tmp_path, "shopify", RUN, DAY, 0o640)
+    writer = PartitionWriter(tmp_path, UNIT, RUN, DAY, 0o640)
     batch = products(3)
     writer.add(batch)
     writer.close()
-    state = ProviderState.open(state_path(tmp_path, "shopify"))
-    assert recover(state, tmp_path, "shopify") == (0, 3)
+    state = ProviderState.open(state_path(tmp_path, UNIT))
+    assert recover(state, tmp_path, UNIT) == (0, 3)
     assert state.keep_unseen([p.raw_hash for p in batch]) == [False, False, False]
     state.close()
-    known = KnownVersions(state_path(tmp_path, "shopify"))
+    known = KnownVersions(state_path(tmp_path, UNIT))
     assert all((p.source_id, p.source_updated_at) in known for p in batch)  # versions adopted too
 
 
 def test_state_commit_is_all_or_nothing(tmp_path):
-    path = state_path(tmp_path, "shopify")
+    path = state_path(tmp_path, UNIT)
     state = ProviderState.open(path)
     assert state.keep_unseen(["aa" * 32, "bb" * 32, "aa" * 32]) == [True, True, False]
     state.forget_run()  # the provider failed: nothing of this run reaches the index
@@ -121,7 +123,7 @@ def test_state_commit_is_all_or_nothing(tmp_path):
 
 
 def test_versions_are_known_only_once_their_run_commits(tmp_path):
-    path = state_path(tmp_path, "shopify")
+    path = state_path(tmp_path, UNIT)
     known = KnownVersions(path)
     when = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
     state = ProviderState.open(path)
@@ -142,7 +144,7 @@ def test_versions_are_known_only_once_their_run_commits(tmp_path):
 
 
 def test_read_only_state_never_creates_a_file(tmp_path):
-    path = state_path(tmp_path, "shopify")
+    path = state_path(tmp_path, UNIT)
     state = ProviderState.open(path, read_only=True)
     assert state.keep_unseen(["aa" * 32, "aa" * 32]) == [True, False]
     state.close()
@@ -158,7 +160,7 @@ def test_partition_values_cannot_escape_the_data_directory(tmp_path, source):
 @pytest.mark.parametrize("run_id", ["../../x", "20261127T120000Z-abcdef/..", "x"])
 def test_file_names_cannot_escape(run_id):
     with pytest.raises(ValueError):
-        parquet.file_name(run_id, 1)
+        parquet.file_name("a.myshopify.com", run_id, 1)
 
 
 from hypothesis import given, settings  # noqa: E402
@@ -173,7 +175,7 @@ HOSTILE = st.one_of(st.text(max_size=30), st.sampled_from(["..", "../x", "/etc",
 def test_no_source_or_run_id_can_place_a_file_outside_the_data_directory(tmp_path_factory, source, run_id):
     root = tmp_path_factory.getbasetemp() / "root"
     try:
-        path = partition_dir(root, source, DAY) / parquet.file_name(run_id, 1)
+        path = partition_dir(root, source, DAY) / parquet.file_name("a.myshopify.com", run_id, 1)
     except ValueError:
         return
     assert path.resolve().is_relative_to((root / "normalized" / "products").resolve())
