@@ -1,7 +1,9 @@
-"""The one place for HTTP: sessions, timeouts, the disk cache, retries and error classes.
+"""The one place for HTTP: sessions, timeouts, the disk cache, retries and the classification of
+answers.
 
 Connectors never import requests or tenacity; they call `HttpClient.request_json` and get parsed
-JSON back, or one of the `ProviderError` classes below carrying what a person needs to act.
+JSON back, or one of the `ProviderError` classes (connectors/errors.py, re-exported here) carrying
+what a person needs to act.
 """
 
 from __future__ import annotations
@@ -23,6 +25,22 @@ from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
+# The error classes live in connectors/errors.py; they are re-exported here so that
+# `from connectors.http import AuthError` keeps working for connectors and the command.
+from connectors.errors import (
+    AuthError,
+    CircuitOpen,
+    ProviderError,
+    QuotaExhausted,
+    RedirectRefused,
+    ResponseError,
+    RetriesExhausted,
+    RetryableError,
+    describe,
+    request_id_of,
+    summarize,
+)
+
 log = logging.getLogger("pipeline.http")
 
 MIN_RETRY_WAIT_S = 1.0  # a zero or past Retry-After is no hint: never retry instantly
@@ -32,53 +50,6 @@ MAX_BODY_BYTES = 256 * 1024 * 1024
 # whole-request deadline), and bodies cut short (short of Content-Length or a broken chunk).
 TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError)
-
-
-class ProviderError(Exception):
-    """A provider call failed; carries provider, HTTP status and request id, never a secret."""
-
-    def __init__(self, provider: str, message: str, *, status: int | None = None, request_id: str | None = None):
-        self.provider = provider
-        self.status = status
-        self.request_id = request_id
-        detail = f"{provider}: {message}"
-        if status is not None:
-            detail += f" (HTTP {status}"
-            detail += f", request id {request_id})" if request_id else ")"
-        super().__init__(detail)
-
-
-class AuthError(ProviderError):
-    """401/403: the credentials were refused; retrying will not help."""
-
-
-class ResponseError(ProviderError):
-    """A 4xx other than auth, or an answer the API documents as a permanent error."""
-
-
-class RedirectRefused(ProviderError):
-    """The API answered with a redirect; we never follow one, so no credential can leak."""
-
-
-class RetryableError(ProviderError):
-    """429, 5xx, a throttled GraphQL answer or a broken body: worth another attempt."""
-
-    def __init__(self, provider, message, *, retry_after: float | None = None, throttled: bool = False, **kw):
-        super().__init__(provider, message, **kw)
-        self.retry_after = retry_after
-        self.throttled = throttled
-
-
-class RetriesExhausted(ProviderError):
-    """Every attempt failed with a retryable error."""
-
-
-class CircuitOpen(ProviderError):
-    """Too many requests in a row failed: stop calling this provider for the rest of the run."""
-
-
-class QuotaExhausted(ProviderError):
-    """A call quota is spent (ours or the provider's): stop calling, keep what was fetched."""
 
 
 @dataclass
@@ -163,13 +134,6 @@ def _is_clean_json(response) -> bool:
     except ValueError:
         return False
     return isinstance(body, dict) and not body.get("errors")
-
-
-def _request_id(response) -> str | None:
-    for name in ("X-Request-Id", "x-amzn-RequestId", "X-EBAY-C-REQUEST-ID"):
-        if response.headers.get(name):
-            return response.headers[name][:100]
-    return None
 
 
 class HttpClient:
@@ -278,7 +242,7 @@ class HttpClient:
             attempts = retrying.statistics.get("attempt_number", 1)
             raise RetriesExhausted(
                 self.provider,
-                f"gave up after {attempts} attempts on {urlsplit(url).path}: {_describe(exc)}",
+                f"gave up after {attempts} attempts on {urlsplit(url).path}: {describe(exc)}",
                 status=getattr(exc, "status", None),
                 request_id=getattr(exc, "request_id", None),
             ) from None
@@ -318,7 +282,7 @@ class HttpClient:
 
     def _classify(self, response, check):
         status = response.status_code
-        rid = _request_id(response)
+        rid = request_id_of(response)
         if 300 <= status < 400:
             target = urlsplit(response.headers.get("Location", "")).hostname or "an unknown host"
             raise RedirectRefused(self.provider, f"the API redirected to {target}; redirects are "
@@ -342,13 +306,13 @@ class HttpClient:
                     raise
                 except ProviderError:
                     pass  # whatever the body says, a 429 is worth another attempt
-            raise RetryableError(self.provider, _summary(body) or "the server is unavailable or throttling",
+            raise RetryableError(self.provider, summarize(body) or "the server is unavailable or throttling",
                                  retry_after=retry_after, throttled=status == 429, status=status, request_id=rid)
         if status in (401, 403):
             raise AuthError(self.provider, "the credentials were refused: check the access token and "
-                            "its permissions" + _suffix(_summary(body)), status=status, request_id=rid)
+                            "its permissions" + _suffix(summarize(body)), status=status, request_id=rid)
         if status >= 400:
-            raise ResponseError(self.provider, "the request was rejected" + _suffix(_summary(body)),
+            raise ResponseError(self.provider, "the request was rejected" + _suffix(summarize(body)),
                                 status=status, request_id=rid)
         if body is None:
             raise RetryableError(self.provider, "the answer was not valid JSON (a maintenance page or a "
@@ -376,33 +340,11 @@ class HttpClient:
         self.stats.retries += 1
         if getattr(exc, "throttled", False):
             self.stats.throttle_wait_s += state.upcoming_sleep
-        log.info("%s: retrying in %.1fs after %s", self.provider, state.upcoming_sleep, _describe(exc))
-
-
-def _summary(body) -> str | None:
-    """A short, secret-free description of an error body."""
-    if isinstance(body, dict):
-        errors = body.get("errors")
-        if isinstance(errors, str):
-            return errors[:200]
-        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-            error_id = errors[0].get("errorId")
-            message = str(errors[0].get("message", ""))[:200]
-            return f"errorId {error_id}: {message}" if error_id is not None else message
-        for key in ("message", "error_description", "error"):
-            if isinstance(body.get(key), str):
-                return body[key][:200]
-    return None
+        log.info("%s: retrying in %.1fs after %s", self.provider, state.upcoming_sleep, describe(exc))
 
 
 def _suffix(text: str | None) -> str:
     return f": {text}" if text else ""
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ProviderError):
-        return str(exc).split(": ", 1)[-1]
-    return type(exc).__name__
 
 
 class HostBoundHeaderAuth(requests.auth.AuthBase):
