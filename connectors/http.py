@@ -1,9 +1,10 @@
-"""The one place for HTTP: sessions, timeouts, the disk cache, retries and the classification of
-answers.
+"""The one place for HTTP: sessions, timeouts, the disk cache, retries and the classification
+of answers. Beside it: connectors/errors.py (the error classes, re-exported here),
+connectors/cache.py (what the disk cache keeps) and connectors/transport.py (the deadline and size
+cap every API answer is read under).
 
 Connectors never import requests or tenacity; they call `HttpClient.request_json` and get parsed
-JSON back, or one of the `ProviderError` classes (connectors/errors.py, re-exported here) carrying
-what a person needs to act.
+JSON back, or one of the `ProviderError` classes carrying what a person needs to act.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 
 import requests
 import requests_cache
-from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
+from connectors.cache import cached_session
 # The error classes live in connectors/errors.py; they are re-exported here so that
 # `from connectors.http import AuthError` keeps working for connectors and the command.
 from connectors.errors import (
@@ -40,12 +40,12 @@ from connectors.errors import (
     request_id_of,
     summarize,
 )
+from connectors.transport import DeadlineAdapter
 
 log = logging.getLogger("pipeline.http")
 
 MIN_RETRY_WAIT_S = 1.0  # a zero or past Retry-After is no hint: never retry instantly
 MAX_RETRY_WAIT_S = 120.0
-MAX_BODY_BYTES = 256 * 1024 * 1024
 # Transport failures worth another attempt: refused or reset connections, timeouts (including our
 # whole-request deadline), and bodies cut short (short of Content-Length or a broken chunk).
 TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
@@ -76,37 +76,6 @@ class HttpSettings:
     requests_per_second: float | None = None  # client-side pacing of network requests
 
 
-class DeadlineAdapter(HTTPAdapter):
-    """Reads every body in full under a wall-clock deadline and a size cap."""
-
-    def __init__(self, deadline_s: float, max_bytes: int = MAX_BODY_BYTES, before_send=None):
-        super().__init__()
-        self.deadline_s = deadline_s
-        self.max_bytes = max_bytes
-        self.before_send = before_send  # called for network requests only, never for cache hits
-
-    def send(self, request, stream=False, **kwargs):
-        if self.before_send is not None:
-            self.before_send(request)
-        started = time.monotonic()
-        response = super().send(request, stream=True, **kwargs)
-        chunks, size = [], 0
-        try:
-            for chunk in response.iter_content(64 * 1024):
-                chunks.append(chunk)
-                size += len(chunk)
-                if time.monotonic() - started > self.deadline_s:
-                    raise requests.Timeout(f"response took longer than the {self.deadline_s:g}s deadline")
-                if size > self.max_bytes:
-                    raise requests.ConnectionError(f"response larger than {self.max_bytes} bytes")
-        except BaseException:
-            response.close()
-            raise
-        response._content = b"".join(chunks)
-        response._content_consumed = True
-        return response
-
-
 def parse_retry_after(value: str | None, now: Callable[[], datetime]) -> float | None:
     """Seconds to wait from a Retry-After header (seconds or HTTP-date); None when no hint."""
     if not value:
@@ -123,17 +92,6 @@ def parse_retry_after(value: str | None, now: Callable[[], datetime]) -> float |
             when = when.replace(tzinfo=timezone.utc)
         seconds = (when - now()).total_seconds()
     return seconds if seconds > 0 else None
-
-
-def _is_clean_json(response) -> bool:
-    """Only error-free JSON answers may be cached (a GraphQL body with `errors` is no success)."""
-    if response.status_code != 200:
-        return False
-    try:
-        body = json.loads(response.content)
-    except ValueError:
-        return False
-    return isinstance(body, dict) and not body.get("errors")
 
 
 class HttpClient:
@@ -166,19 +124,7 @@ class HttpClient:
         if cache_dir is None:
             session = requests.Session()
         else:
-            cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chmod(cache_dir, 0o700)
-            session = requests_cache.CachedSession(
-                str(cache_dir / "http_cache.sqlite"),
-                backend="sqlite",
-                serializer="json",  # never pickle
-                expire_after=self.settings.cache_ttl,
-                allowable_codes=(200,),
-                allowable_methods=("GET", "POST"),
-                ignored_parameters=[*requests_cache.DEFAULT_IGNORED_PARAMS, *secret_headers],
-                filter_fn=_is_clean_json,
-                stale_if_error=False,
-            )
+            session = cached_session(cache_dir, self.settings.cache_ttl, secret_headers)
         adapter = DeadlineAdapter(self.settings.deadline_s, before_send=self._before_send)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
