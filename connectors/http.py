@@ -1,5 +1,5 @@
-"""The one place for HTTP: sessions, timeouts, the disk cache, retries and the classification
-of answers. Beside it: connectors/errors.py (the error classes, re-exported here),
+"""The one place for HTTP: sessions, timeouts, the disk cache, retries, the classification of
+answers and file downloads. Beside it: connectors/errors.py (the error classes, re-exported here),
 connectors/cache.py (what the disk cache keeps) and connectors/transport.py (the deadline and size
 cap every API answer is read under).
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -40,7 +41,7 @@ from connectors.errors import (
     request_id_of,
     summarize,
 )
-from connectors.transport import DeadlineAdapter
+from connectors.transport import MAX_BODY_BYTES, DeadlineAdapter
 
 log = logging.getLogger("pipeline.http")
 
@@ -68,6 +69,11 @@ class HttpSettings:
     connect_timeout_s: float = 10
     read_timeout_s: float = 60
     deadline_s: float = 300  # for the whole request: a read timeout alone lets a server trickle forever
+    max_body_bytes: int = MAX_BODY_BYTES  # the deadline and this cap bound API answers, not downloads
+    # A download (a bulk result: gigabytes, longer than any deadline) must instead keep its bytes
+    # coming. None means the read timeout, which requests already applies to every socket read, so
+    # for a streamed body it is an idle timeout: one quiet gap that long fails the download.
+    download_idle_timeout_s: float | None = None
     max_attempts: int = 6
     max_total_wait_s: float = 600
     breaker_threshold: int = 5  # consecutive failed requests (attempts) that open the circuit
@@ -125,7 +131,7 @@ class HttpClient:
             session = requests.Session()
         else:
             session = cached_session(cache_dir, self.settings.cache_ttl, secret_headers)
-        adapter = DeadlineAdapter(self.settings.deadline_s, before_send=self._before_send)
+        adapter = DeadlineAdapter(self.settings.deadline_s, self.settings.max_body_bytes, self._before_send)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         session.trust_env = False  # no proxy or .netrc credentials from the environment
@@ -157,6 +163,36 @@ class HttpClient:
         if throttled:
             self.stats.throttle_wait_s += seconds
         self.sleep(seconds)
+
+    def download(self, url: str, path: Path, *, what: str = "the download", next_step: str = "") -> Path:
+        """Stream `url` into a new 0600 file at `path` and return the path, or raise a ResponseError.
+
+        For a file handed back by an API on another host (a signed URL): a plain session with no
+        credential and no cache, no redirect followed, no deadline or size cap, only the idle timeout.
+        """
+        host = urlsplit(url).hostname
+        log.info("%s: downloading %s from %s", self.provider, what, host)
+        idle_s = self.settings.download_idle_timeout_s
+        idle_s = self.settings.read_timeout_s if idle_s is None else idle_s
+        failed = f"{what} from {host} failed"
+        note = f"; {next_step}" if next_step else ""
+        try:
+            with requests.Session() as session:
+                session.trust_env = False  # no proxy or .netrc credentials from the environment
+                with session.get(url, stream=True, allow_redirects=False,
+                                 timeout=(self.settings.connect_timeout_s, idle_s)) as response:
+                    if response.status_code != 200:
+                        raise ResponseError(self.provider, failed + note, status=response.status_code)
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "wb") as handle:
+                        for chunk in response.iter_content(1 << 20):
+                            handle.write(chunk)
+        except requests.RequestException as exc:
+            # requests words its errors with the whole URL, a signature included: name the host only.
+            raise ResponseError(self.provider, f"{failed} ({type(exc).__name__}){note}") from None
+        finally:
+            self.stats.requests += 1
+        return path
 
     def request_json(
         self,

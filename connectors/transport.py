@@ -1,5 +1,8 @@
 """How an API answer comes off the wire: read whole, under a wall-clock deadline and a size cap,
 before anything parses it. A read timeout alone lets a server trickle one byte a minute forever.
+
+Files an API hands back (a bulk result: gigabytes, longer than any deadline) are not read here but
+streamed to disk by `HttpClient.download`, which only asks that their bytes keep coming.
 """
 
 from __future__ import annotations
