@@ -1,7 +1,10 @@
-"""The one place for HTTP: sessions, timeouts, the disk cache, retries and error classes.
+"""The one place for HTTP: sessions, timeouts, the disk cache, retries, the classification of
+answers and file downloads. Beside it: connectors/errors.py (the error classes, re-exported here),
+connectors/cache.py (what the disk cache keeps) and connectors/transport.py (the deadline and size
+cap every API answer is read under).
 
 Connectors never import requests or tenacity; they call `HttpClient.request_json` and get parsed
-JSON back, or one of the `ProviderError` classes below carrying what a person needs to act.
+JSON back, or one of the `ProviderError` classes carrying what a person needs to act.
 """
 
 from __future__ import annotations
@@ -19,66 +22,35 @@ from urllib.parse import urlsplit
 
 import requests
 import requests_cache
-from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
+
+from connectors.cache import cached_session
+# The error classes live in connectors/errors.py; they are re-exported here so that
+# `from connectors.http import AuthError` keeps working for connectors and the command.
+from connectors.errors import (
+    AuthError,
+    CircuitOpen,
+    ProviderError,
+    QuotaExhausted,
+    RedirectRefused,
+    ResponseError,
+    RetriesExhausted,
+    RetryableError,
+    describe,
+    request_id_of,
+    summarize,
+)
+from connectors.transport import MAX_BODY_BYTES, DeadlineAdapter
 
 log = logging.getLogger("pipeline.http")
 
 MIN_RETRY_WAIT_S = 1.0  # a zero or past Retry-After is no hint: never retry instantly
 MAX_RETRY_WAIT_S = 120.0
-MAX_BODY_BYTES = 256 * 1024 * 1024
 # Transport failures worth another attempt: refused or reset connections, timeouts (including our
 # whole-request deadline), and bodies cut short (short of Content-Length or a broken chunk).
 TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError)
-
-
-class ProviderError(Exception):
-    """A provider call failed; carries provider, HTTP status and request id, never a secret."""
-
-    def __init__(self, provider: str, message: str, *, status: int | None = None, request_id: str | None = None):
-        self.provider = provider
-        self.status = status
-        self.request_id = request_id
-        detail = f"{provider}: {message}"
-        if status is not None:
-            detail += f" (HTTP {status}"
-            detail += f", request id {request_id})" if request_id else ")"
-        super().__init__(detail)
-
-
-class AuthError(ProviderError):
-    """401/403: the credentials were refused; retrying will not help."""
-
-
-class ResponseError(ProviderError):
-    """A 4xx other than auth, or an answer the API documents as a permanent error."""
-
-
-class RedirectRefused(ProviderError):
-    """The API answered with a redirect; we never follow one, so no credential can leak."""
-
-
-class RetryableError(ProviderError):
-    """429, 5xx, a throttled GraphQL answer or a broken body: worth another attempt."""
-
-    def __init__(self, provider, message, *, retry_after: float | None = None, throttled: bool = False, **kw):
-        super().__init__(provider, message, **kw)
-        self.retry_after = retry_after
-        self.throttled = throttled
-
-
-class RetriesExhausted(ProviderError):
-    """Every attempt failed with a retryable error."""
-
-
-class CircuitOpen(ProviderError):
-    """Too many requests in a row failed: stop calling this provider for the rest of the run."""
-
-
-class QuotaExhausted(ProviderError):
-    """A call quota is spent (ours or the provider's): stop calling, keep what was fetched."""
 
 
 @dataclass
@@ -97,43 +69,17 @@ class HttpSettings:
     connect_timeout_s: float = 10
     read_timeout_s: float = 60
     deadline_s: float = 300  # for the whole request: a read timeout alone lets a server trickle forever
+    max_body_bytes: int = MAX_BODY_BYTES  # the deadline and this cap bound API answers, not downloads
+    # A download (a bulk result: gigabytes, longer than any deadline) must instead keep its bytes
+    # coming. None means the read timeout, which requests already applies to every socket read, so
+    # for a streamed body it is an idle timeout: one quiet gap that long fails the download.
+    download_idle_timeout_s: float | None = None
     max_attempts: int = 6
     max_total_wait_s: float = 600
     breaker_threshold: int = 5  # consecutive failed requests (attempts) that open the circuit
     cache_dir: Path | None = None  # None: no disk cache
     cache_ttl: timedelta = timedelta(hours=1)
     requests_per_second: float | None = None  # client-side pacing of network requests
-
-
-class DeadlineAdapter(HTTPAdapter):
-    """Reads every body in full under a wall-clock deadline and a size cap."""
-
-    def __init__(self, deadline_s: float, max_bytes: int = MAX_BODY_BYTES, before_send=None):
-        super().__init__()
-        self.deadline_s = deadline_s
-        self.max_bytes = max_bytes
-        self.before_send = before_send  # called for network requests only, never for cache hits
-
-    def send(self, request, stream=False, **kwargs):
-        if self.before_send is not None:
-            self.before_send(request)
-        started = time.monotonic()
-        response = super().send(request, stream=True, **kwargs)
-        chunks, size = [], 0
-        try:
-            for chunk in response.iter_content(64 * 1024):
-                chunks.append(chunk)
-                size += len(chunk)
-                if time.monotonic() - started > self.deadline_s:
-                    raise requests.Timeout(f"response took longer than the {self.deadline_s:g}s deadline")
-                if size > self.max_bytes:
-                    raise requests.ConnectionError(f"response larger than {self.max_bytes} bytes")
-        except BaseException:
-            response.close()
-            raise
-        response._content = b"".join(chunks)
-        response._content_consumed = True
-        return response
 
 
 def parse_retry_after(value: str | None, now: Callable[[], datetime]) -> float | None:
@@ -152,24 +98,6 @@ def parse_retry_after(value: str | None, now: Callable[[], datetime]) -> float |
             when = when.replace(tzinfo=timezone.utc)
         seconds = (when - now()).total_seconds()
     return seconds if seconds > 0 else None
-
-
-def _is_clean_json(response) -> bool:
-    """Only error-free JSON answers may be cached (a GraphQL body with `errors` is no success)."""
-    if response.status_code != 200:
-        return False
-    try:
-        body = json.loads(response.content)
-    except ValueError:
-        return False
-    return isinstance(body, dict) and not body.get("errors")
-
-
-def _request_id(response) -> str | None:
-    for name in ("X-Request-Id", "x-amzn-RequestId", "X-EBAY-C-REQUEST-ID"):
-        if response.headers.get(name):
-            return response.headers[name][:100]
-    return None
 
 
 class HttpClient:
@@ -202,20 +130,8 @@ class HttpClient:
         if cache_dir is None:
             session = requests.Session()
         else:
-            cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chmod(cache_dir, 0o700)
-            session = requests_cache.CachedSession(
-                str(cache_dir / "http_cache.sqlite"),
-                backend="sqlite",
-                serializer="json",  # never pickle
-                expire_after=self.settings.cache_ttl,
-                allowable_codes=(200,),
-                allowable_methods=("GET", "POST"),
-                ignored_parameters=[*requests_cache.DEFAULT_IGNORED_PARAMS, *secret_headers],
-                filter_fn=_is_clean_json,
-                stale_if_error=False,
-            )
-        adapter = DeadlineAdapter(self.settings.deadline_s, before_send=self._before_send)
+            session = cached_session(cache_dir, self.settings.cache_ttl, secret_headers)
+        adapter = DeadlineAdapter(self.settings.deadline_s, self.settings.max_body_bytes, self._before_send)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         session.trust_env = False  # no proxy or .netrc credentials from the environment
@@ -248,6 +164,36 @@ class HttpClient:
             self.stats.throttle_wait_s += seconds
         self.sleep(seconds)
 
+    def download(self, url: str, path: Path, *, what: str = "the download", next_step: str = "") -> Path:
+        """Stream `url` into a new 0600 file at `path` and return the path, or raise a ResponseError.
+
+        For a file handed back by an API on another host (a signed URL): a plain session with no
+        credential and no cache, no redirect followed, no deadline or size cap, only the idle timeout.
+        """
+        host = urlsplit(url).hostname
+        log.info("%s: downloading %s from %s", self.provider, what, host)
+        idle_s = self.settings.download_idle_timeout_s
+        idle_s = self.settings.read_timeout_s if idle_s is None else idle_s
+        failed = f"{what} from {host} failed"
+        note = f"; {next_step}" if next_step else ""
+        try:
+            with requests.Session() as session:
+                session.trust_env = False  # no proxy or .netrc credentials from the environment
+                with session.get(url, stream=True, allow_redirects=False,
+                                 timeout=(self.settings.connect_timeout_s, idle_s)) as response:
+                    if response.status_code != 200:
+                        raise ResponseError(self.provider, failed + note, status=response.status_code)
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "wb") as handle:
+                        for chunk in response.iter_content(1 << 20):
+                            handle.write(chunk)
+        except requests.RequestException as exc:
+            # requests words its errors with the whole URL, a signature included: name the host only.
+            raise ResponseError(self.provider, f"{failed} ({type(exc).__name__}){note}") from None
+        finally:
+            self.stats.requests += 1
+        return path
+
     def request_json(
         self,
         method: str,
@@ -278,7 +224,7 @@ class HttpClient:
             attempts = retrying.statistics.get("attempt_number", 1)
             raise RetriesExhausted(
                 self.provider,
-                f"gave up after {attempts} attempts on {urlsplit(url).path}: {_describe(exc)}",
+                f"gave up after {attempts} attempts on {urlsplit(url).path}: {describe(exc)}",
                 status=getattr(exc, "status", None),
                 request_id=getattr(exc, "request_id", None),
             ) from None
@@ -318,7 +264,7 @@ class HttpClient:
 
     def _classify(self, response, check):
         status = response.status_code
-        rid = _request_id(response)
+        rid = request_id_of(response)
         if 300 <= status < 400:
             target = urlsplit(response.headers.get("Location", "")).hostname or "an unknown host"
             raise RedirectRefused(self.provider, f"the API redirected to {target}; redirects are "
@@ -342,13 +288,13 @@ class HttpClient:
                     raise
                 except ProviderError:
                     pass  # whatever the body says, a 429 is worth another attempt
-            raise RetryableError(self.provider, _summary(body) or "the server is unavailable or throttling",
+            raise RetryableError(self.provider, summarize(body) or "the server is unavailable or throttling",
                                  retry_after=retry_after, throttled=status == 429, status=status, request_id=rid)
         if status in (401, 403):
             raise AuthError(self.provider, "the credentials were refused: check the access token and "
-                            "its permissions" + _suffix(_summary(body)), status=status, request_id=rid)
+                            "its permissions" + _suffix(summarize(body)), status=status, request_id=rid)
         if status >= 400:
-            raise ResponseError(self.provider, "the request was rejected" + _suffix(_summary(body)),
+            raise ResponseError(self.provider, "the request was rejected" + _suffix(summarize(body)),
                                 status=status, request_id=rid)
         if body is None:
             raise RetryableError(self.provider, "the answer was not valid JSON (a maintenance page or a "
@@ -376,33 +322,11 @@ class HttpClient:
         self.stats.retries += 1
         if getattr(exc, "throttled", False):
             self.stats.throttle_wait_s += state.upcoming_sleep
-        log.info("%s: retrying in %.1fs after %s", self.provider, state.upcoming_sleep, _describe(exc))
-
-
-def _summary(body) -> str | None:
-    """A short, secret-free description of an error body."""
-    if isinstance(body, dict):
-        errors = body.get("errors")
-        if isinstance(errors, str):
-            return errors[:200]
-        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-            error_id = errors[0].get("errorId")
-            message = str(errors[0].get("message", ""))[:200]
-            return f"errorId {error_id}: {message}" if error_id is not None else message
-        for key in ("message", "error_description", "error"):
-            if isinstance(body.get(key), str):
-                return body[key][:200]
-    return None
+        log.info("%s: retrying in %.1fs after %s", self.provider, state.upcoming_sleep, describe(exc))
 
 
 def _suffix(text: str | None) -> str:
     return f": {text}" if text else ""
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ProviderError):
-        return str(exc).split(": ", 1)[-1]
-    return type(exc).__name__
 
 
 class HostBoundHeaderAuth(requests.auth.AuthBase):

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import requests
-
-from connectors.http import ProviderError, ResponseError
+from connectors.http import ProviderError
 
 log = logging.getLogger("pipeline.shopify")
 
@@ -88,7 +84,8 @@ def run(api, query: str, checkpoint: Checkpoint, spool_dir: Path | None = None) 
         checkpoint.clear()
         return
     with tempfile.TemporaryDirectory(dir=spool_dir, prefix="shopify-bulk-") as spool:
-        path = _download(api.http, operation["url"], Path(spool) / "result.jsonl")
+        path = api.http.download(operation["url"], Path(spool) / "result.jsonl", what="the bulk result download",
+                                 next_step="the next run resumes the same operation and downloads it again")
         with path.open("rb") as lines:
             yield from assemble(lines, Path(spool) / "assemble.sqlite")
     checkpoint.clear()
@@ -117,30 +114,6 @@ def _wait(api, operation_id: str) -> dict:
                  operation.get("objectCount"))
         api.http.wait(interval)
         interval = min(interval * 1.5, MAX_POLL_INTERVAL_S)
-
-
-def _download(http, url: str, path: Path) -> Path:
-    """Stream the signed URL to disk: no credentials (a plain session), no cache, only its host logged."""
-    host = urlsplit(url).hostname
-    log.info("shopify: downloading the bulk result from %s", host)
-    try:
-        with requests.Session() as session, session.get(
-                url, stream=True, allow_redirects=False,
-                timeout=(http.settings.connect_timeout_s, http.settings.read_timeout_s)) as response:
-            if response.status_code != 200:
-                raise ResponseError("shopify", f"the bulk result download from {host} failed",
-                                    status=response.status_code)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in response.iter_content(1 << 20):
-                    handle.write(chunk)
-    except requests.RequestException as exc:
-        # requests words its errors with the whole URL, signature included: name the host only.
-        raise ResponseError("shopify", f"the bulk result download from {host} failed ({type(exc).__name__}); "
-                            "the next run resumes the same operation and downloads it again") from None
-    finally:
-        http.stats.requests += 1
-    return path
 
 
 def assemble(lines, spool: Path) -> Iterator[dict]:

@@ -76,6 +76,7 @@ def test_a_failed_download_names_the_host_and_never_the_signed_url(sandbox, run,
     entry = record["providers"]["shopify"]
     assert result.exit_code == 1 and entry["error_type"] == "ResponseError"
     assert "127.0.0.1" in entry["error"] and "download" in entry["error"]
+    assert "the next run resumes the same operation" in entry["error"]
     written = [result.output, (dirs["logs"] / "runs.jsonl").read_text(),
                *(p.read_text() for p in (dirs["logs"] / "tracebacks").glob("*.txt"))]
     for text in written:

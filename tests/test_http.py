@@ -1,10 +1,16 @@
-"""The HTTP layer: retries, Retry-After, classification, redirects, the cache and its secrets."""
+"""The HTTP layer: retries, Retry-After, classification, redirects, the cache and its secrets, and
+streamed downloads (idle timeout, no deadline or size cap) against a loopback file host."""
 
 from __future__ import annotations
 
 import base64
+import os
 import sqlite3
 import stat
+import threading
+import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -170,3 +176,98 @@ def test_cache_expires_so_a_later_run_sees_changes(clock, tmp_path, monkeypatch)
     monkeypatch.setattr(cache_actions_module, "utcnow", lambda: later)
     assert http.request_json("POST", URL, json_body={"query": "q"}) == {"data": {"v": 2}}
     assert len(responses.calls) == 2
+
+
+# -- downloads ---------------------------------------------------------------------------------
+SIGNED_PATH = "/bulk/result.jsonl?X-Goog-Signature=sig-do-not-log&X-Goog-Credential=cred-do-not-log"
+RESUMES = "the next run resumes the same operation"
+
+
+@contextmanager
+def file_host(pieces: list[bytes], *, gap_s: float = 0.0, stall: bool = False, status: int = 200):
+    """A loopback file host: sends `pieces` `gap_s` apart, then with `stall` holds the connection open
+    sending nothing (its Content-Length promises one byte more). Yields the signed URL and a hit list."""
+    hits: list[str] = []
+    release = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(status)
+            if status != 200:
+                self.send_header("Location", "http://127.0.0.2:9/elsewhere")
+                self.send_header("Content-Length", "0")
+                return self.end_headers()
+            self.send_header("Content-Length", str(sum(map(len, pieces)) + stall))
+            self.end_headers()
+            try:
+                for piece in pieces:
+                    self.wfile.write(piece)
+                    release.wait(gap_s)
+                if stall:
+                    release.wait(10)
+            except OSError:
+                pass  # the client gave up (a deadline, the size cap): nothing left to serve
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{SIGNED_PATH}", hits
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_a_download_outlasts_the_request_deadline_while_bytes_keep_coming(clock, tmp_path):
+    pieces = [os.urandom(64 * 1024) for _ in range(15)]  # 0.1 s apart: 1.5 s against a 0.5 s deadline
+    http = client(clock, deadline_s=0.5, download_idle_timeout_s=0.3, max_attempts=1)
+    with file_host(pieces, gap_s=0.1) as (url, hits):
+        started = time.monotonic()
+        path = http.download(url, tmp_path / "result.jsonl")
+        assert time.monotonic() - started > 1.0 and http.stats.requests == 1
+        with pytest.raises(RetriesExhausted, match="Timeout"):  # the same body as an API answer: too slow
+            http.request_json("GET", url)
+    assert path.read_bytes() == b"".join(pieces)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(hits) == 2
+
+
+def test_a_download_is_held_to_neither_the_size_cap_nor_the_cache(clock, tmp_path):
+    body = b'{"id": "gid://shopify/Product/1"}\n' * 1000
+    http = client(clock, max_body_bytes=1024, max_attempts=1, cache_dir=tmp_path / "cache")
+    with file_host([body]) as (url, hits):
+        with pytest.raises(RetriesExhausted, match="ConnectionError"):  # as an API answer: too large
+            http.request_json("GET", url)
+        for _ in range(2):
+            assert http.download(url, tmp_path / "result.jsonl").read_bytes() == body
+    assert len(hits) == 3 and http.stats.cache_hits == 0  # both downloads reached the host
+
+
+def test_a_stalled_download_fails_after_the_idle_timeout_naming_only_the_host(clock, tmp_path):
+    http = client(clock, download_idle_timeout_s=0.3, deadline_s=30)
+    with file_host([b'{"id": "gid://shopify/Product/1"}\n'], stall=True) as (url, _):
+        started = time.monotonic()
+        with pytest.raises(ResponseError) as failure:
+            http.download(url, tmp_path / "result.jsonl", what="the bulk result download", next_step=RESUMES)
+        assert 0.3 <= time.monotonic() - started < 1.5
+    message = str(failure.value)
+    assert message.startswith("shopify: the bulk result download from 127.0.0.1 failed") and RESUMES in message
+    assert "Signature" not in message and "do-not-log" not in message and "/bulk/" not in message
+    assert failure.value.__cause__ is None and failure.value.__suppress_context__  # no requests error behind it
+    assert http.stats.requests == 1
+
+
+def test_a_download_never_follows_a_redirect(clock, tmp_path):
+    http = client(clock)
+    with file_host([], status=302) as (url, hits):
+        with pytest.raises(ResponseError, match=r"from 127\.0\.0\.1 failed; " + RESUMES) as failure:
+            http.download(url, tmp_path / "result.jsonl", next_step=RESUMES)
+    assert failure.value.status == 302 and len(hits) == 1
+    assert not (tmp_path / "result.jsonl").exists()

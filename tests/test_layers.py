@@ -1,0 +1,106 @@
+"""Imports point one way: the command (`pipelines/`) uses connectors, normalizers and storage, none of
+which import it; provider connectors leave HTTP (requests, its cache, tenacity) to connectors/http.py.
+And no module grows past the size at which it stops being one idea.
+
+Imports are read with `ast`, so one inside a function counts as much as one at the top.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LOWER_LAYERS = ("connectors", "normalize", "storage")
+PROVIDER_MODULES = ("connectors/shopify*.py", "connectors/amazon.py", "connectors/ebay.py")
+HTTP_LIBRARIES = ("requests", "requests_cache", "tenacity")
+MAX_LINES = 400
+UNLIMITED_FOLDERS = ("tests/", "sandbox/", "bench/")
+OVER_LIMIT_FOR_NOW = {
+    "pipelines/run_pipeline.py",  # TODO(one-way-down): remove once run_pipeline.py is split
+}
+
+
+def imports(path: Path, root: Path = ROOT) -> list[tuple[str, int, str]]:
+    """(imported module, line, the statement as written) for every import in a module, at any depth."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = path.relative_to(root).parent.parts
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno, ast.unparse(node)) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against the module's own package
+                parent = package[: len(package) - node.level + 1]
+                base = ".".join([*parent, *([base] if base else [])])
+            # `from pipelines import config` imports pipelines.config: name each imported module.
+            found += [(f"{base}.{alias.name}" if base else alias.name, node.lineno, ast.unparse(node))
+                      for alias in node.names]
+    return sorted(found, key=lambda item: item[1])  # ast.walk goes breadth first: back to file order
+
+
+def within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def modules(*patterns: str) -> list[Path]:
+    return sorted({path for pattern in patterns for path in ROOT.glob(pattern)})
+
+
+def offences(paths: list[Path], banned: tuple[str, ...], root: Path = ROOT) -> list[str]:
+    """One line per import of a banned package (or a submodule of one): where, what, as written."""
+    return [f"{path.relative_to(root)}:{line} imports {module.split('.')[0]} ({statement})"
+            for path in paths for module, line, statement in imports(path, root)
+            if any(within(module, package) for package in banned)]
+
+
+def test_connectors_normalizers_and_storage_never_import_pipelines():
+    paths = modules(*(f"{layer}/**/*.py" for layer in LOWER_LAYERS))
+    assert len(paths) > 10  # the glob found the layers
+    found = offences(paths, ("pipelines",))
+    assert not found, "the command imports these layers, never the other way round:\n" + "\n".join(found)
+
+
+def test_provider_connectors_leave_http_to_the_http_layer():
+    paths = modules(*PROVIDER_MODULES)
+    assert {p.name for p in paths} >= {"shopify.py", "shopify_bulk.py", "amazon.py", "ebay.py"}
+    found = offences(paths, HTTP_LIBRARIES)
+    assert not found, "sessions, timeouts, the cache and retries belong to connectors/http.py:\n" + "\n".join(found)
+
+
+def test_the_import_reader_sees_every_form_of_import(tmp_path):
+    module = tmp_path / "connectors" / "probe.py"
+    module.parent.mkdir()
+    module.write_text("import pipelines\nimport pipelines.config as c\nfrom pipelines.config import Settings\n"
+                      "from pipelines import config\nfrom requests.auth import AuthBase\n"
+                      "def late():\n    import tenacity.wait\n    from .. import pipelines\n"
+                      "from . import http\nimport pipelines_extra\n")
+    names = [name for name, _, _ in imports(module, tmp_path)]
+    assert names == ["pipelines", "pipelines.config", "pipelines.config.Settings", "pipelines.config",
+                     "requests.auth.AuthBase", "tenacity.wait", "pipelines", "connectors.http", "pipelines_extra"]
+    assert len(offences([module], ("pipelines",), tmp_path)) == 5  # not connectors.http nor pipelines_extra
+    assert offences([module], HTTP_LIBRARIES, tmp_path) == [
+        "connectors/probe.py:5 imports requests (from requests.auth import AuthBase)",
+        "connectors/probe.py:7 imports tenacity (import tenacity.wait)",
+    ]
+
+
+def tracked_python_files() -> list[str]:
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "*.py"], cwd=ROOT, capture_output=True, text=True,
+                                check=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: the tracked files are unknown")
+    return [name for name in listed.stdout.split("\0") if name]
+
+
+def test_no_module_outside_tests_sandbox_and_bench_is_over_400_lines():
+    files = [f for f in tracked_python_files() if not f.startswith(UNLIMITED_FOLDERS) and (ROOT / f).exists()]
+    assert files
+    sizes = {f: len((ROOT / f).read_text().splitlines()) for f in files}
+    over = [f"{f}: {n} lines" for f, n in sorted(sizes.items()) if n > MAX_LINES and f not in OVER_LIMIT_FOR_NOW]
+    assert not over, f"modules over {MAX_LINES} lines (split them where the work divides):\n" + "\n".join(over)
