@@ -100,6 +100,15 @@ def parse_retry_after(value: str | None, now: Callable[[], datetime]) -> float |
     return seconds if seconds > 0 else None
 
 
+class Pacer:
+    """The next free request slot of one credential. Accounts that share a credential (two Amazon
+    marketplaces on one Creators API credential, two eBay marketplaces on one keyset) share one
+    Pacer, so their units, run one after another, keep the credential's rate between them too."""
+
+    def __init__(self):
+        self.next_slot: float | None = None
+
+
 class HttpClient:
     """A session per provider: timeouts, deadline, cache, retries, one classification of answers."""
 
@@ -113,6 +122,7 @@ class HttpClient:
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         clock: Callable[[], float] = time.monotonic,
         on_send: Callable[[requests.PreparedRequest], None] | None = None,
+        pacer: Pacer | None = None,
     ):
         self.provider = provider
         self.settings = settings
@@ -120,7 +130,7 @@ class HttpClient:
         self.now = now
         self.clock = clock
         self.stats = HttpStats()
-        self._next_slot: float | None = None
+        self.pacer = pacer or Pacer()
         self.consecutive_failures = 0
         self.on_send = on_send  # sees every network request first (a call budget may refuse it)
         self.session = self._session(secret_headers)
@@ -150,11 +160,11 @@ class HttpClient:
         rate = self.settings.requests_per_second
         if not rate:
             return
-        now = self.clock()
-        if self._next_slot is not None and now < self._next_slot:
-            self.wait(self._next_slot - now, throttled=True)
-            now = self._next_slot
-        self._next_slot = now + 1.0 / rate
+        now, slot = self.clock(), self.pacer.next_slot
+        if slot is not None and now < slot:
+            self.wait(slot - now, throttled=True)
+            now = slot
+        self.pacer.next_slot = now + 1.0 / rate
 
     def wait(self, seconds: float, *, throttled: bool = False) -> None:
         """Sleep through the injectable sleep and account for it."""

@@ -177,7 +177,7 @@ def load_settings(
     streams = _streams(env)
     if streams:
         accounts = [replace(a, streams=streams) for a in accounts]
-    _check_names(accounts)
+    _check_names(accounts, path)
     return Settings(
         data_dir=resolved_data_dir,
         logs_dir=_path(env, "PIPELINE_LOGS_DIR", logs_dir, REPO_ROOT / "logs"),
@@ -225,7 +225,7 @@ def _file_accounts(path: Path, env: Mapping[str, str], data_dir: Path) -> list[A
                 try:
                     variables[name] = accounts_file.resolve(value, env)
                 except accounts_file.UnresolvedReference as exc:
-                    unresolved = unresolved or f"{entry.where}: {exc}"
+                    unresolved = unresolved or str(exc)
                     variables[name] = "unresolved-reference"  # lets the rest be checked and named
         try:
             settings, reason = _parse(entry.provider, variables, data_dir)
@@ -235,6 +235,8 @@ def _file_accounts(path: Path, env: Mapping[str, str], data_dir: Path) -> list[A
             raise ConfigError(f"{entry.where}: {_in_file_terms(reason, entry.provider)}")
         name = entry.name or settings.account
         settings = replace(settings, name=name)
+        if unresolved:
+            unresolved = f"{path}: {entry.provider} account {name!r}: {unresolved}"
         found.append(Account(entry.provider, name, None if unresolved else settings, unresolved,
                              entry.streams or STREAMS, natural=entry.name is None))
     return found
@@ -258,13 +260,14 @@ def _streams(env) -> tuple[str, ...] | None:
     return streams
 
 
-def _check_names(accounts: list[Account]) -> None:
+def _check_names(accounts: list[Account], path: Path | None) -> None:
+    where = f"{path}: " if path else ""
     seen = {}
     for a in accounts:
         if not ACCOUNT_RE.fullmatch(a.name) or ".." in a.name:
-            raise ConfigError(f"{a.provider} account {a.name!r}: give it a `name` of letters, digits, '.', '_' or '-'.")
+            raise ConfigError(f"{where}{a.provider} account {a.name!r}: give it a `name` of letters, digits, '.', '_' or '-'.")
         key = (a.provider, a.name.lower())
         if key in seen:
-            raise ConfigError(f"two {a.provider} accounts are both named {a.name!r} (unnamed accounts take their "
+            raise ConfigError(f"{where}two {a.provider} accounts are both named {a.name!r} (unnamed accounts take their "
                               "natural id: the shop domain, marketplace or marketplace id); give one a `name`.")
         seen[key] = a

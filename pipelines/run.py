@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from itertools import islice
 
 from connectors import CONNECTORS
-from connectors.http import CircuitOpen, HttpSettings
+from connectors.http import CircuitOpen, HttpSettings, Pacer
 from connectors.redact import Redactor
 from connectors.shopify_bulk import Checkpoint
 from normalize import amazon as amazon_normalizer
@@ -76,16 +76,17 @@ def execute(settings: Settings, opts: RunOptions, rt: Runtime) -> tuple[int, dic
     skipped = {p: outcome.not_configured(p, reason) for p, reason in settings.not_configured.items()
                if not opts.providers or p in opts.providers}
     results: dict[UnitId, ProviderResult] = {}
+    pacers: dict[tuple, Pacer] = {}  # one per credential, whichever accounts share it
     for unit in selected:
         log.info("%s: starting (%s)", unit, outcome.mode(opts))
         with lean_gc():
-            results[unit] = result = run_unit(destination, unit, settings, opts, run_id, started, rt)
+            results[unit] = result = run_unit(destination, unit, settings, opts, run_id, started, rt, pacers)
         outcome.report(unit, result, opts)
     return outcome.record_run(settings, opts, run_id, started, rt.now(), results, skipped)
 
 
 def run_unit(destination: LocalDestination, unit: UnitId, settings: Settings, opts: RunOptions, run_id: str,
-             started: datetime, rt: Runtime) -> ProviderResult:
+             started: datetime, rt: Runtime, pacers: dict | None = None) -> ProviderResult:
     """One unit under its lock; a failure rolls back its files and state and fails it alone."""
     result, clock_start, http = ProviderResult(), time.monotonic(), None
     account = settings.account(unit)
@@ -94,8 +95,9 @@ def run_unit(destination: LocalDestination, unit: UnitId, settings: Settings, op
                               error=account.reason)
     try:
         with destination.open_unit(unit, run_id=run_id, day=started.date(), dry_run=opts.dry_run) as store:
+            pacer = (pacers if pacers is not None else {}).setdefault(_credential(unit, account.settings), Pacer())
             http = CONNECTORS[unit.provider].make_client(account.settings, _http_settings(settings, unit, opts),
-                                                         sleep=rt.sleep, now=rt.now, clock=rt.clock)
+                                                         sleep=rt.sleep, now=rt.now, clock=rt.clock, pacer=pacer)
             extract_load(store, unit, account.settings, settings, opts, run_id, rt, http, result)
     except Locked as exc:
         return ProviderResult(status="locked", reason=str(exc))
@@ -142,6 +144,16 @@ def extract_load(store: LocalUnit, unit: UnitId, account, settings: Settings, op
     result.files = store.commit({"high_water_mark": _cursor_json(high_water_mark)})
     result.high_water_mark = _cursor_json(high_water_mark)
     result.samples = store.samples
+
+
+def _credential(unit: UnitId, account) -> tuple:
+    """What a provider applies its request rate to: the Amazon credential, the eBay keyset, the
+    Shopify shop (each shop has its own bucket)."""
+    if unit.provider == "amazon":
+        return unit.provider, account.credential_id
+    if unit.provider == "ebay":
+        return unit.provider, account.client_id or "static-token"
+    return unit.provider, unit.account
 
 
 def _take_stats(result: ProviderResult, stats) -> None:

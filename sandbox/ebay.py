@@ -25,6 +25,9 @@ SEARCH_PATH = CONTRACT["search_path"]
 TOKEN_PATH = "/identity/v1/oauth2/token"
 SCOPE = "https://api.ebay.com/oauth/api_scope"
 MARKETPLACES = {"EBAY_US", "EBAY_GB", "EBAY_DE", "EBAY_AU", "EBAY_CA"}
+MARKET_SITES = {"EBAY_US": ("USD", "www.ebay.com"), "EBAY_GB": ("GBP", "www.ebay.co.uk"),
+                "EBAY_DE": ("EUR", "www.ebay.de"), "EBAY_AU": ("AUD", "www.ebay.com.au"),
+                "EBAY_CA": ("CAD", "www.ebay.ca")}
 POOL = 3000
 CONDITIONS = [("New", "1000"), ("Used", "3000"), ("Open box", "1500")]
 
@@ -61,8 +64,9 @@ class EbaySandbox(SandboxServer):
         ids = rng.sample(range(POOL), rng.randint(30, 450))
         return len(ids), lambda i: ids[i]
 
-    def item(self, n: int) -> dict:
+    def item(self, n: int, marketplace: str = "EBAY_US") -> dict:
         rng = random.Random(n)
+        currency, site = MARKET_SITES.get(marketplace, ("USD", "www.ebay.com"))
         legacy = 135_000_000_000 + n
         value = round(3 + rng.random() * 300, 2) + self.price_bump.get(n, 0)
         condition, condition_id = CONDITIONS[n % len(CONDITIONS)]
@@ -70,18 +74,18 @@ class EbaySandbox(SandboxServer):
             "itemId": f"v1|{legacy}|0",
             "legacyItemId": str(legacy),
             "title": f"Steel Trail Mug {n} ({condition})"[:80],
-            "price": {"value": f"{value:.2f}", "currency": "USD"},
+            "price": {"value": f"{value:.2f}", "currency": currency},
             "condition": condition,
             "conditionId": condition_id,
-            "itemWebUrl": f"https://www.ebay.com/itm/{legacy}",
+            "itemWebUrl": f"https://{site}/itm/{legacy}",
             "itemHref": f"https://api.ebay.com/buy/browse/v1/item/v1%7C{legacy}%7C0",
             "seller": {"username": f"seller_{n % 97}", "feedbackScore": 10 + n % 5000},
             "buyingOptions": ["FIXED_PRICE"] + (["BEST_OFFER"] if n % 4 == 0 else []),
             "categories": [{"categoryId": str(20000 + n % 13), "categoryName": ["Mugs", "Bottles", "Camping"][n % 3]}],
             "itemCreationDate": f"2026-{1 + n % 10:02d}-{1 + n % 27:02d}T10:00:00.000Z",
             # These move on every read without the item changing:
-            "itemAffiliateWebUrl": f"https://www.ebay.com/itm/{legacy}?mkrid=711&campid={secrets.randbelow(10**6)}",
-            "shippingOptions": [{"shippingCostType": "FIXED", "shippingCost": {"value": "4.99", "currency": "USD"},
+            "itemAffiliateWebUrl": f"https://{site}/itm/{legacy}?mkrid=711&campid={secrets.randbelow(10**6)}",
+            "shippingOptions": [{"shippingCostType": "FIXED", "shippingCost": {"value": "4.99", "currency": currency},
                                  "minEstimatedDeliveryDate": f"2026-12-{1 + secrets.randbelow(20):02d}T08:00:00.000Z"}],
         }
         if n % 8:
@@ -131,7 +135,7 @@ class EbaySandbox(SandboxServer):
         marketplace = headers.get("X-EBAY-C-MARKETPLACE-ID") or "EBAY_US"
         if marketplace not in MARKETPLACES:
             return _error(409, 12019, f"The {marketplace} marketplace is not supported.", category="BUSINESS")
-        return self._search(query or {})
+        return self._search(query or {}, marketplace)
 
     def _token(self, headers, raw):
         expected = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
@@ -147,7 +151,7 @@ class EbaySandbox(SandboxServer):
         return 200, {"access_token": token, "expires_in": int(self.token_lifetime_s),
                      "token_type": "Application Access Token"}, {"kind": "token"}
 
-    def _search(self, query: dict):
+    def _search(self, query: dict, marketplace: str = "EBAY_US"):
         known = CONTRACT["parameters"]
         self.unknown_parameters += [name for name in query if known.get(name, {}).get("in") != "query"]
         q, category = query.get("q"), query.get("category_ids")
@@ -170,8 +174,10 @@ class EbaySandbox(SandboxServer):
         if offset % limit:
             return _error(400, 12515, "The 'offset' value must be zero or a multiple of 'limit'.")
         key = f"q:{q}" if q else f"category:{category.split(',')[0]}"
+        if marketplace != "EBAY_US":  # each marketplace lists its own items (some of them also listed in the US)
+            key = f"{marketplace}|{key}"
         total, item_at = self.results(key)
-        page = [self.item(item_at(i)) for i in range(offset, min(offset + limit, total))]
+        page = [self.item(item_at(i), marketplace) for i in range(offset, min(offset + limit, total))]
         base = f"{self.next_host or self.base_url}{SEARCH_PATH}?"
         params = {k: v for k, v in query.items() if k not in ("offset",)}
         body = {"href": base + urlencode({**params, "offset": offset}), "total": total, "limit": limit,

@@ -49,9 +49,9 @@ def dataset_problems(root: Path) -> list[str]:
             continue
         if table.num_rows != pq.ParquetFile(path).metadata.num_rows:
             problems.append(f"row count mismatch in {path.name}")
-        hashes += table.column("raw_hash").to_pylist()
-    if len(hashes) != len(set(hashes)):
-        problems.append(f"{len(hashes) - len(set(hashes))} duplicate raw_hash values")
+        hashes += zip(table.column("account").to_pylist(), table.column("raw_hash").to_pylist())
+    if len(hashes) != len(set(hashes)):  # dedup is per unit: the same item found by two accounts is two rows
+        problems.append(f"{len(hashes) - len(set(hashes))} duplicate (account, raw_hash) values")
     staged = [p for p in data.rglob("*") if p.name.endswith(".parquet") and p.name.startswith(".")]
     if staged:
         problems.append(f"staging files match *.parquet: {staged}")
