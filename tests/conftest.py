@@ -13,6 +13,7 @@ from sandbox.shopify import ShopifySandbox
 
 TOKEN = "shpat_test_not_a_real_token"
 SHOP = "test-shop.myshopify.com"
+CLIENT_ID, CLIENT_SECRET = "test-client-id", "test-client-secret-not-real"
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
