@@ -16,7 +16,9 @@ from connectors.http import AuthError, HttpSettings, RetriesExhausted
 from connectors.oauth import TokenRefused, request_with_refresh
 from connectors.redact import Redactor
 from connectors.settings import ShopifySettings
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, TOKEN
+from sandbox.catalog import CatalogSpec
+from sandbox.shopify import ShopifySandbox
+from tests.conftest import CLIENT_CREDENTIALS, CLIENT_ID, CLIENT_SECRET, SHOP as SHOP_DOMAIN, TOKEN, parquet_rows
 from tests.test_shopify_connector import node, page
 
 BASE = "https://test-shop.myshopify.com"
@@ -224,3 +226,80 @@ def test_a_minted_token_is_redacted_by_value_even_when_not_token_shaped(clock):
     list(shopify.iter_records(client(clock), SHOP, clock=clock))
     assert Redactor()("sent opaque-minted-value-4242 to the API") == "sent *** to the API"
 
+
+# -- against the sandbox, through the CLI ---------------------------------------------------------
+def queries(server) -> list[dict]:
+    return [e for e in server.api_requests() if e["path"].endswith("/graphql.json")]
+
+
+def refused(server) -> int:
+    return sum(e["status"] == 401 for e in queries(server))
+
+
+def test_a_long_crawl_re_mints_its_token_before_it_expires(run, clock):
+    # A tight bucket on the test's clock: the crawl waits for points, and tokens (5 s) age meanwhile.
+    with ShopifySandbox(CatalogSpec(size=120), token=None, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                        token_lifetime_s=5, bucket_max=500, restore_rate=50, clock=clock) as server:
+        result, record = run(server, env=CLIENT_CREDENTIALS)
+    assert result.exit_code == 0, result.output
+    assert record["providers"]["shopify"]["written"] == 120
+    assert server.oauth.minted >= 2 and refused(server) == 0  # each re-minted in time, none refused
+    used = {e["headers"]["X-Shopify-Access-Token"] for e in queries(server)}
+    assert used == set(server.oauth.tokens)
+    assert "re-minted the access token" in result.output
+
+
+def test_a_bulk_operation_that_outlives_its_token_keeps_polling_with_fresh_ones(cc_sandbox, run, dirs):
+    cc_sandbox.bulk_polls_to_finish = 6  # polls 5, 7.5, 11.25, 16.9 and 25.3 s apart: tokens live 5 s
+    result, record = run(cc_sandbox, "--full-refresh", env=CLIENT_CREDENTIALS)
+    assert result.exit_code == 0, result.output
+    assert record["providers"]["shopify"]["written"] == 100 and len(cc_sandbox.bulk_operations) == 1
+    assert cc_sandbox.oauth.minted >= 5 and refused(cc_sandbox) == 0
+    [download] = cc_sandbox.storage.api_requests()
+    assert "x-shopify-access-token" not in {k.lower() for k in download["headers"]}
+
+
+def test_a_token_that_dies_before_it_was_expected_to_is_re_minted_after_the_401(cc_sandbox, run):
+    cc_sandbox.oauth.states_expiry = False  # taken to last 24 hours; the sandbox ends it after 5 s
+    cc_sandbox.bulk_polls_to_finish = 4
+    result, record = run(cc_sandbox, "--full-refresh", env=CLIENT_CREDENTIALS)
+    assert result.exit_code == 0, result.output
+    assert record["providers"]["shopify"]["written"] == 100
+    assert cc_sandbox.oauth.minted >= 2 and refused(cc_sandbox) == cc_sandbox.oauth.minted - 1
+    assert result.output.count("taken to last 24 hours") == 1
+    assert "refused the access token (HTTP 401); minting a new one" in result.output
+
+
+def test_a_refused_client_secret_fails_shopify_naming_the_variables(cc_sandbox, run, dirs):
+    result, record = run(cc_sandbox, env={**CLIENT_CREDENTIALS, "SHOPIFY_CLIENT_SECRET": "test-wrong-secret"})
+    entry = record["providers"]["shopify"]
+    assert result.exit_code == 1 and entry["error_type"] == "TokenRefused"
+    assert "SHOPIFY_CLIENT_ID and SHOPIFY_CLIENT_SECRET" in entry["error"] and "invalid_client" in entry["error"]
+    assert len(cc_sandbox.api_requests()) == 1 and queries(cc_sandbox) == []  # asked once, never retried
+    assert parquet_rows(dirs["data"]) == []
+
+
+def test_an_app_not_installed_on_the_shop_fails_naming_the_installation(cc_sandbox, run):
+    cc_sandbox.oauth.installed = False
+    result, record = run(cc_sandbox, env=CLIENT_CREDENTIALS)
+    entry = record["providers"]["shopify"]
+    assert result.exit_code == 1 and entry["error_type"] == "TokenRefused"
+    assert f"not installed on {SHOP_DOMAIN}" in entry["error"] and "app_not_installed" in entry["error"]
+    assert len(cc_sandbox.api_requests()) == 1
+
+
+def test_a_token_without_the_products_scope_fails_before_any_catalog_query(cc_sandbox, run):
+    cc_sandbox.oauth.scope = "read_orders,write_customers"
+    result, record = run(cc_sandbox, env=CLIENT_CREDENTIALS)
+    entry = record["providers"]["shopify"]
+    assert result.exit_code == 1 and entry["error_type"] == "MissingScope"
+    assert "lacks the read_products scope" in entry["error"]
+    assert queries(cc_sandbox) == []
+
+
+@pytest.mark.parametrize("extra", [{"SHOPIFY_ACCESS_TOKEN": TOKEN}, {"SHOPIFY_CLIENT_SECRET": None}])
+def test_both_ways_at_once_or_half_a_pair_is_exit_2_naming_the_variables(cc_sandbox, run, extra):
+    result, _ = run(cc_sandbox, env={**CLIENT_CREDENTIALS, **extra})
+    assert result.exit_code == 2
+    assert "SHOPIFY_CLIENT_ID" in result.output and "SHOPIFY_CLIENT_SECRET" in result.output
+    assert cc_sandbox.api_requests() == []
