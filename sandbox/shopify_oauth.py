@@ -59,9 +59,11 @@ class TokenIssuer:
         return 200, body, {"kind": "token"}
 
     def valid(self, token: str | None) -> bool:
+        """True for a token this issuer minted that has not expired yet."""
         expires = self.tokens.get(token) if token else None
         return expires is not None and self.clock() < expires
 
     def expire_all(self) -> None:
+        """End every token now, as a revoked or rotated secret would."""
         with self._lock:
             self.tokens = {t: self.clock() - 1 for t in self.tokens}
