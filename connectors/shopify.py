@@ -198,7 +198,7 @@ class _ProductsApi:
     def __init__(self, http: HttpClient, shop: ShopifySettings, clock):
         self.http, self.clock = http, clock
         self.url = shop.graphql_url
-        self.auth = make_auth(http, shop, clock)  # minted or static: checked before the first query
+        self.auth = make_auth(http, shop, clock)  # static, or minted (scope checked) before the first query
         self.bucket = _CostBucket()
         self.page_size = FIRST_PAGE_SIZE
         self.cost_per_product: float | None = None
