@@ -6,6 +6,7 @@ Tokens never reach the disk cache (token requests bypass it), a log line or an e
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable
 from urllib.parse import urlsplit
@@ -15,24 +16,36 @@ import requests
 from connectors.http import AuthError, HttpClient, ResponseError
 from connectors.redact import remember
 
+log = logging.getLogger("pipeline.oauth")
+
 DEFAULT_EXPIRES_IN_S = 3600  # when the answer has no expires_in
 REFRESH_MARGIN_S = 60  # re-mint this long before expiry (a tenth of the lifetime for short tokens)
 
 
+class TokenRefused(AuthError):
+    """The token endpoint refused the client credentials, or the token it gave cannot do the job:
+    minting again will not help. `error_code` is the OAuth error of the answer (`invalid_client`)."""
+
+    def __init__(self, provider: str, message: str, *, error_code: str | None = None, **kwargs):
+        super().__init__(provider, message, **kwargs)
+        self.error_code = error_code
+
+
 class ClientCredentialsAuth(requests.auth.AuthBase):
-    """Sets `Authorization` on requests to the API host, minting a token when it needs one."""
+    """Sets the token header (`Authorization` unless told otherwise) on requests to the API host,
+    minting a token when it needs one."""
 
     def __init__(self, api_base_url: str, mint: Callable[[], dict], header: Callable[[str], str],
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, *, header_name: str = "Authorization"):
         self.netloc = urlsplit(api_base_url).netloc.lower()
-        self.mint, self.header, self.clock = mint, header, clock
+        self.mint, self.header, self.clock, self.header_name = mint, header, clock, header_name
         self._token: str | None = None
         self._expires_at = 0.0
         self.minted = 0
 
     def __call__(self, request):
         if urlsplit(request.url).netloc.lower() == self.netloc:
-            request.headers["Authorization"] = self.header(self.token())
+            request.headers[self.header_name] = self.header(self.token())
         return request
 
     def token(self) -> str:
@@ -41,10 +54,10 @@ class ClientCredentialsAuth(requests.auth.AuthBase):
             token = body.get("access_token") if isinstance(body, dict) else None
             if not isinstance(token, str) or not token:
                 raise ResponseError("oauth", "the token endpoint answered without an access_token")
+            remember(token)
             expires_in = body.get("expires_in")
             lifetime = float(expires_in) if isinstance(expires_in, (int, float)) and expires_in > 0 else DEFAULT_EXPIRES_IN_S
             margin = min(REFRESH_MARGIN_S, lifetime / 10)
-            remember(token)
             self._token, self._expires_at = token, self.clock() + lifetime - margin
             self.minted += 1
         return self._token
@@ -53,12 +66,53 @@ class ClientCredentialsAuth(requests.auth.AuthBase):
         self._token = None
 
 
-def request_with_refresh(http: HttpClient, auth: ClientCredentialsAuth, method: str, url: str, **kwargs):
-    """request_json; on a 401 the token is re-minted once and the request retried once."""
+def request_with_refresh(http: HttpClient, auth, method: str, url: str, **kwargs):
+    """request_json; on a 401 a minted token is re-minted once and the request retried once.
+
+    Any other auth (a static token) is passed through: a refused static token stays refused.
+    """
     try:
         return http.request_json(method, url, auth=auth, **kwargs)
+    except TokenRefused:
+        raise  # the token endpoint itself said no: a second try would hear the same
     except AuthError as exc:
-        if exc.status != 401:
+        if exc.status != 401 or not isinstance(auth, ClientCredentialsAuth):
             raise
+        log.info("%s: the API refused the access token (HTTP 401); minting a new one", http.provider)
         auth.invalidate()
         return http.request_json(method, url, auth=auth, **kwargs)
+
+
+def request_token(http: HttpClient, url: str, **kwargs) -> dict:
+    """POST to a token endpoint, never cached; a 400, 401 or 403 raises TokenRefused carrying the
+    OAuth error code of the answer. 429 and 5xx are retried like any call."""
+    noted = _OAuthErrorCode()
+    try:
+        return http.request_json("POST", url, auth=noted, cache=False, **kwargs)
+    except (AuthError, ResponseError) as exc:
+        if exc.status not in (400, 401, 403):
+            raise
+        raise TokenRefused(exc.provider, "the token endpoint refused the client credentials"
+                           + (f" ({noted.code})" if noted.code else ""), status=exc.status,
+                           request_id=exc.request_id, error_code=noted.code) from None
+
+
+class _OAuthErrorCode(requests.auth.AuthBase):
+    """Adds no credential: notes the `error` code of the token endpoint's answer (RFC 6749,
+    section 5.2), which tells a wrong secret from an app that is not installed."""
+
+    def __init__(self):
+        self.code: str | None = None
+
+    def __call__(self, request):
+        request.register_hook("response", self._note)
+        return request
+
+    def _note(self, response, **kwargs):
+        if response.status_code >= 400:
+            try:
+                error = response.json().get("error")
+            except (ValueError, AttributeError):
+                error = None
+            self.code = error[:100] if isinstance(error, str) else None
+        return response

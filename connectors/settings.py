@@ -20,11 +20,16 @@ API_VERSION_RE = re.compile(r"\d{4}-(01|04|07|10)|unstable")
 
 @dataclass(frozen=True)
 class ShopifySettings:
+    """One shop and one of two ways in: a Dev Dashboard app's client id and secret (tokens minted
+    with the client-credentials grant, about 24 hours each) or a legacy custom app's static token."""
+
     shop_domain: str
     api_version: str
-    access_token: SecretStr
+    access_token: SecretStr | None  # SHOPIFY_ACCESS_TOKEN (shpat_...), or None with client credentials
     base_url: str  # scheme://host[:port], no trailing slash
     bulk_min_products: int = 10_000  # a first run over a shop this large uses a bulk operation (0: never)
+    client_id: str | None = None  # SHOPIFY_CLIENT_ID
+    client_secret: SecretStr | None = None  # SHOPIFY_CLIENT_SECRET
     name: str | None = None  # the account's name, when not its natural id (the shop domain)
 
     @property
@@ -34,6 +39,11 @@ class ShopifySettings:
     @property
     def graphql_url(self) -> str:
         return f"{self.base_url}/admin/api/{self.api_version}/graphql.json"
+
+    @property
+    def token_url(self) -> str:
+        """The client-credentials token endpoint: on the API host, so SHOPIFY_API_BASE_URL moves it too."""
+        return f"{self.base_url}/admin/oauth/access_token"
 
 
 AMAZON_API_BASE_URL = "https://creatorsapi.amazon"

@@ -14,14 +14,15 @@ from datetime import datetime, timedelta, timezone
 
 from connectors.http import (
     AuthError,
-    HostBoundHeaderAuth,
     HttpClient,
     HttpSettings,
     ResponseError,
     RetryableError,
 )
 from connectors import shopify_bulk
+from connectors.oauth import request_with_refresh
 from connectors.settings import ShopifySettings
+from connectors.shopify_auth import HEADER, make_auth
 
 log = logging.getLogger("pipeline.shopify")
 
@@ -75,7 +76,7 @@ class QueryTooCostly(ResponseError):
 
 def make_client(shop: ShopifySettings, http_settings: HttpSettings, **kwargs) -> HttpClient:
     """An HttpClient whose cache never stores the access token."""
-    return HttpClient(NAME, http_settings, secret_headers=("X-Shopify-Access-Token",), **kwargs)
+    return HttpClient(NAME, http_settings, secret_headers=(HEADER,), **kwargs)
 
 
 def record_cursor(record) -> tuple[datetime, int] | None:
@@ -197,8 +198,7 @@ class _ProductsApi:
     def __init__(self, http: HttpClient, shop: ShopifySettings, clock):
         self.http, self.clock = http, clock
         self.url = shop.graphql_url
-        self.auth = HostBoundHeaderAuth(shop.base_url, "X-Shopify-Access-Token",
-                                        shop.access_token.get_secret_value)
+        self.auth = make_auth(http, shop, clock)  # static, or minted (scope checked) before the first query
         self.bucket = _CostBucket()
         self.page_size = FIRST_PAGE_SIZE
         self.cost_per_product: float | None = None
@@ -274,8 +274,8 @@ class _ProductsApi:
             estimate = min(MAX_QUERY_COST, self.bucket.maximum)
         if estimate:
             self.http.wait(self.bucket.seconds_until(estimate, self.clock()), throttled=True)
-        body = self.http.request_json("POST", self.url, json_body={"query": query, "variables": variables},
-                                      auth=self.auth, check=self._check, cache=cache)
+        body = request_with_refresh(self.http, self.auth, "POST", self.url, check=self._check, cache=cache,
+                                    json_body={"query": query, "variables": variables})
         self.bucket.update(_dig(body, "extensions", "cost", optional=True), self.clock())
         return body
 

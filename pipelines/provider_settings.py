@@ -80,6 +80,7 @@ def validate_base_url(name: str, raw: str) -> str:
 def _shopify(env) -> tuple[ShopifySettings | None, str | None]:
     domain = _get(env, "SHOPIFY_SHOP_DOMAIN")
     token = _get(env, "SHOPIFY_ACCESS_TOKEN")
+    client_id, client_secret = _get(env, "SHOPIFY_CLIENT_ID"), _get(env, "SHOPIFY_CLIENT_SECRET")
     version = _get(env, "SHOPIFY_API_VERSION") or DEFAULT_SHOPIFY_API_VERSION
     base = _get(env, "SHOPIFY_API_BASE_URL")
     if domain is not None and not SHOP_DOMAIN_RE.fullmatch(domain):
@@ -92,21 +93,39 @@ def _shopify(env) -> tuple[ShopifySettings | None, str | None]:
             f"SHOPIFY_API_VERSION must look like 2026-10 (a YYYY-MM release) (got {version!r})."
         )
     base_url = validate_base_url("SHOPIFY_API_BASE_URL", base) if base else None
-    missing = [n for n, v in (("SHOPIFY_SHOP_DOMAIN", domain), ("SHOPIFY_ACCESS_TOKEN", token)) if not v]
-    if len(missing) == 2:
+    minted = _shopify_way_in(token, client_id, client_secret)
+    if not (domain or token or minted):
         return None, "not configured"
-    if missing:
-        return None, "not configured: set " + " and ".join(missing)
+    if not domain:
+        return None, "not configured: set SHOPIFY_SHOP_DOMAIN"
+    if not (token or minted):
+        return None, "not configured: set SHOPIFY_CLIENT_ID and SHOPIFY_CLIENT_SECRET (or SHOPIFY_ACCESS_TOKEN)"
     return (
         ShopifySettings(
             shop_domain=domain,
             api_version=version,
-            access_token=SecretStr(token),
+            access_token=None if minted else SecretStr(token),
             base_url=base_url or f"https://{domain}",
             bulk_min_products=_number(env, "SHOPIFY_BULK_MIN_PRODUCTS", 10_000, minimum=0, kind=int),
+            client_id=client_id.strip() if minted else None,
+            client_secret=SecretStr(client_secret.strip()) if minted else None,
         ),
         None,
     )
+
+
+def _shopify_way_in(token, client_id, client_secret) -> bool:
+    """True for a Dev Dashboard app (client id and secret), False for a static token or nothing;
+    both ways at once, or half of the pair, is refused."""
+    if token and (client_id or client_secret):
+        raise ConfigError("Set either SHOPIFY_CLIENT_ID and SHOPIFY_CLIENT_SECRET (a Dev Dashboard app) or "
+                          "SHOPIFY_ACCESS_TOKEN (a legacy custom app), not both: remove one of the two ways.")
+    if bool(client_id) != bool(client_secret):
+        have, lack = (("SHOPIFY_CLIENT_ID", "SHOPIFY_CLIENT_SECRET") if client_id
+                      else ("SHOPIFY_CLIENT_SECRET", "SHOPIFY_CLIENT_ID"))
+        raise ConfigError(f"{have} is set but {lack} is not: a Dev Dashboard app needs both "
+                          "(from the app's Settings page in the Dev Dashboard).")
+    return bool(client_id)
 
 
 def _csv(env, name: str) -> list[str]:

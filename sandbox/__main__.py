@@ -12,6 +12,10 @@ from sandbox.ebay import EbaySandbox
 from sandbox.shopify import ShopifySandbox
 
 DEMO_SHOP = "demo-shop.myshopify.com"
+# A Dev Dashboard app, as a shop set up since 2026 has one; its tokens live seconds here (24 hours
+# at Shopify), so every run shows them re-minted. A legacy custom app's static token works too.
+DEMO_CLIENT_ID, DEMO_CLIENT_SECRET = "sandbox-shopify-client-id", "sandbox-shopify-client-secret"
+DEMO_TOKEN_LIFETIME_S = 2
 DEMO_TOKEN = "shpat_sandbox_demo_token"
 AMAZON_ID, AMAZON_SECRET, AMAZON_TAG = "sandbox-credential-id", "sandbox-credential-secret", "sandbox-20"
 AMAZON_RATE = 5.0  # requests per second the Amazon sandbox enforces (and the demo asks for)
@@ -21,8 +25,9 @@ EBAY_RATE = 10.0
 
 def start_all(size: int = 500, port: int = 0, restore_rate: float = 1000) -> dict:
     """Start every sandbox; returns {"servers": [...], "env": {variable: value}}."""
-    shopify = ShopifySandbox(CatalogSpec(size=size), token=DEMO_TOKEN, restore_rate=restore_rate,
-                             port=port).start()
+    shopify = ShopifySandbox(CatalogSpec(size=size), token=DEMO_TOKEN, client_id=DEMO_CLIENT_ID,
+                             client_secret=DEMO_CLIENT_SECRET, token_lifetime_s=DEMO_TOKEN_LIFETIME_S,
+                             restore_rate=restore_rate, port=port).start()
     amazon = AmazonSandbox(credential_id=AMAZON_ID, credential_secret=AMAZON_SECRET, partner_tag=AMAZON_TAG,
                            requests_per_second=AMAZON_RATE).start()
     ebay = EbaySandbox(client_id=EBAY_ID, client_secret=EBAY_SECRET, requests_per_second=EBAY_RATE,
@@ -30,7 +35,8 @@ def start_all(size: int = 500, port: int = 0, restore_rate: float = 1000) -> dic
     env = {
         "SHOPIFY_API_BASE_URL": shopify.base_url,
         "SHOPIFY_SHOP_DOMAIN": DEMO_SHOP,
-        "SHOPIFY_ACCESS_TOKEN": DEMO_TOKEN,
+        "SHOPIFY_CLIENT_ID": DEMO_CLIENT_ID,
+        "SHOPIFY_CLIENT_SECRET": DEMO_CLIENT_SECRET,
         "AMAZON_API_BASE_URL": amazon.base_url,
         "AMAZON_TOKEN_URL": amazon.base_url + LWA_PATH,
         "AMAZON_CREATORS_CREDENTIAL_ID": AMAZON_ID,
@@ -61,6 +67,8 @@ def main() -> None:
     print("Sandbox running. In another shell, export:\n")
     for name, value in started["env"].items():
         print(f"export {name}={value}")
+    print(f"\n(a legacy custom app instead: unset SHOPIFY_CLIENT_ID SHOPIFY_CLIENT_SECRET; "
+          f"export SHOPIFY_ACCESS_TOKEN={DEMO_TOKEN})")
     print("\nthen try:  .venv/bin/python pipelines/run_pipeline.py --dry-run --providers shopify --limit 10")
     print(f"change 3% of Shopify products:  curl -X POST {started['servers']['shopify'].base_url}/_sandbox/mutate "
           "-d '{\"fraction\": 0.03}'")

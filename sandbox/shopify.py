@@ -2,7 +2,9 @@
 cost-based throttling, a deterministic catalog that can change on request, and fault injection.
 
 It speaks the wire format only; the pipeline reaches it through the same settings a real shop
-uses (SHOPIFY_API_BASE_URL, SHOPIFY_SHOP_DOMAIN, SHOPIFY_ACCESS_TOKEN).
+uses (SHOPIFY_API_BASE_URL, SHOPIFY_SHOP_DOMAIN, and SHOPIFY_CLIENT_ID with SHOPIFY_CLIENT_SECRET
+for the client-credentials token endpoint of `sandbox/shopify_oauth.py`, or a static
+SHOPIFY_ACCESS_TOKEN).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from graphql import GraphQLError, OperationDefinitionNode, build_client_schema, 
 from sandbox.catalog import CatalogSpec, make_catalog, mutate
 from sandbox.graphql_cost import actual_cost, requested_cost
 from sandbox.graphql_exec import Unsupported, execute_query
-from sandbox.server import Fault, SandboxServer
+from sandbox.server import SandboxServer
+from sandbox.shopify_oauth import TOKEN_PATH, TokenIssuer
 
 SCHEMA_FILE = Path(__file__).parent / "data" / "shopify_admin_schema_2025-01.json.gz"
 PATH_RE = re.compile(r"^/admin/api/(\d{4}-\d{2}|unstable)/graphql\.json$")
@@ -77,11 +80,16 @@ class StorageServer(SandboxServer):
 
 
 class ShopifySandbox(SandboxServer):
-    def __init__(self, spec: CatalogSpec = CatalogSpec(), *, token: str = "shpat_sandbox_token",
+    """`token` is a legacy custom app's static token (None: none is accepted); `client_id` and
+    `client_secret` a Dev Dashboard app's, whose minted tokens live `token_lifetime_s` seconds."""
+
+    def __init__(self, spec: CatalogSpec = CatalogSpec(), *, token: str | None = "shpat_sandbox_token",
+                 client_id: str | None = None, client_secret: str | None = None, token_lifetime_s: int = 5,
                  bucket_max: float = 2000, restore_rate: float = 100, throttle: bool = True,
                  clock=time.monotonic, port: int = 0):
         super().__init__(port=port)
         self.token, self.throttle = token, throttle
+        self.oauth = TokenIssuer(client_id, client_secret, lifetime_s=token_lifetime_s, clock=clock)
         self.bucket = Bucket(bucket_max, restore_rate, clock)
         self.spec = spec
         self.products = {p["id"]: p for p in make_catalog(spec)}
@@ -126,9 +134,12 @@ class ShopifySandbox(SandboxServer):
 
     # -- the API -----------------------------------------------------------------------------
     def handle_api(self, method: str, path: str, headers, raw_body: bytes, query=None):
+        if method == "POST" and path == TOKEN_PATH:
+            return self.oauth.answer(headers, raw_body)
         if method != "POST" or not PATH_RE.match(path):
             return 404, {"errors": "Not Found"}, {}
-        if headers.get("X-Shopify-Access-Token") != self.token:
+        supplied = headers.get("X-Shopify-Access-Token")
+        if not ((self.token and supplied == self.token) or self.oauth.valid(supplied)):
             return 401, {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}, {}
         try:
             request = json.loads(raw_body)

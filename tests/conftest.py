@@ -13,6 +13,9 @@ from sandbox.shopify import ShopifySandbox
 
 TOKEN = "shpat_test_not_a_real_token"
 SHOP = "test-shop.myshopify.com"
+CLIENT_ID, CLIENT_SECRET = "test-client-id", "test-client-secret-not-real"
+# A Dev Dashboard app instead of the static token: for `run(cc_sandbox, env=CLIENT_CREDENTIALS)`.
+CLIENT_CREDENTIALS = {"SHOPIFY_ACCESS_TOKEN": None, "SHOPIFY_CLIENT_ID": CLIENT_ID, "SHOPIFY_CLIENT_SECRET": CLIENT_SECRET}
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -57,6 +60,14 @@ def sandbox():
 
 
 @pytest.fixture
+def cc_sandbox(clock):
+    """A Shopify sandbox that knows only a Dev Dashboard app: tokens live 5 s on the test's clock."""
+    with ShopifySandbox(CatalogSpec(size=100), token=None, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                        token_lifetime_s=5, throttle=False, clock=clock) as server:
+        yield server
+
+
+@pytest.fixture
 def dirs(tmp_path):
     return {"data": tmp_path / "data", "logs": tmp_path / "logs", "cache": tmp_path / "cache"}
 
@@ -71,8 +82,11 @@ def run(monkeypatch, dirs, clock):
             variables = {"SHOPIFY_API_BASE_URL": server.base_url, "SHOPIFY_SHOP_DOMAIN": SHOP,
                          "SHOPIFY_ACCESS_TOKEN": TOKEN}
         variables.update(env or {})
-        for name, value in variables.items():
-            monkeypatch.setenv(name, value)
+        for name, value in variables.items():  # None unsets a variable
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
         argv = ["--data-dir", str(dirs["data"]), "--logs-dir", str(dirs["logs"]),
                 "--cache-dir", str(dirs["cache"]), *args]
         result = CliRunner().invoke(cli, argv, obj=runtime or Runtime(sleep=clock.sleep, clock=clock))

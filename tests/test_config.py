@@ -62,3 +62,40 @@ def test_partial_credentials_mean_not_configured_naming_the_missing_variable():
 def test_malformed_numbers_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         load_settings({**BASE, name: value})
+
+
+CLIENT = {"SHOPIFY_SHOP_DOMAIN": "acme.myshopify.com", "SHOPIFY_CLIENT_ID": "dev-dashboard-client-id",
+          "SHOPIFY_CLIENT_SECRET": "test-client-secret-value"}
+
+
+def test_client_credentials_are_the_other_way_in_and_their_secret_is_redacted():
+    settings = load_settings(CLIENT)
+    shop = settings.shopify
+    assert shop.client_id == "dev-dashboard-client-id" and shop.access_token is None
+    assert shop.client_secret.get_secret_value() == "test-client-secret-value"
+    assert "test-client-secret-value" in settings.secrets()
+    assert "test-client-secret-value" not in repr(settings)
+
+
+def test_the_token_endpoint_is_on_the_shop_unless_the_api_base_url_is_overridden():
+    assert load_settings(CLIENT).shopify.token_url == "https://acme.myshopify.com/admin/oauth/access_token"
+    moved = load_settings({**CLIENT, "SHOPIFY_API_BASE_URL": "http://127.0.0.1:8080"})
+    assert moved.shopify.token_url == "http://127.0.0.1:8080/admin/oauth/access_token"
+
+
+@pytest.mark.parametrize("extra, names", [
+    ({"SHOPIFY_ACCESS_TOKEN": "shpat_test_secret_value"}, ["SHOPIFY_CLIENT_ID", "SHOPIFY_ACCESS_TOKEN", "not both"]),
+    ({"SHOPIFY_CLIENT_SECRET": None}, ["SHOPIFY_CLIENT_ID is set but SHOPIFY_CLIENT_SECRET is not"]),
+    ({"SHOPIFY_CLIENT_ID": None}, ["SHOPIFY_CLIENT_SECRET is set but SHOPIFY_CLIENT_ID is not"]),
+])
+def test_both_ways_at_once_or_half_a_pair_is_refused_naming_the_variables(extra, names):
+    env = {k: v for k, v in {**CLIENT, **extra}.items() if v is not None}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert all(name in str(caught.value) for name in names)
+    assert "test-client-secret-value" not in str(caught.value) and "shpat_test_secret_value" not in str(caught.value)
+
+
+def test_a_shop_without_either_way_in_names_both():
+    reason = load_settings({"SHOPIFY_SHOP_DOMAIN": "acme.myshopify.com"}).not_configured["shopify"]
+    assert "SHOPIFY_CLIENT_ID and SHOPIFY_CLIENT_SECRET" in reason and "SHOPIFY_ACCESS_TOKEN" in reason

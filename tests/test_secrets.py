@@ -9,6 +9,8 @@ import base64
 import os
 import secrets
 import stat
+from itertools import islice
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -30,13 +32,18 @@ def sentinels():
     return {"shopify": f"sentinel-shopify-{tag}", "amazon": f"sentinel-amazon-{tag}", "ebay": f"sentinel-ebay-{tag}"}
 
 
-def test_no_sentinel_secret_survives_any_error_path(run, dirs, clock, sentinels):
+@pytest.mark.parametrize("shopify_way", ["client_credentials", "static_token"])
+def test_no_sentinel_secret_survives_any_error_path(run, dirs, clock, sentinels, shopify_way):
     outputs = []
-    with ShopifySandbox(CatalogSpec(size=60), token=sentinels["shopify"], throttle=False) as shop, \
+    minting = shopify_way == "client_credentials"  # a Dev Dashboard app: the sentinel is its client secret
+    shop_auth = (dict(token=None, client_id="sentinel-client-id", client_secret=sentinels["shopify"],
+                      token_lifetime_s=3, clock=clock) if minting else dict(token=sentinels["shopify"]))
+    shop_env = ({"SHOPIFY_CLIENT_ID": "sentinel-client-id", "SHOPIFY_CLIENT_SECRET": sentinels["shopify"]} if minting
+                else {"SHOPIFY_ACCESS_TOKEN": sentinels["shopify"]})
+    with ShopifySandbox(CatalogSpec(size=60), throttle=False, **shop_auth) as shop, \
             AmazonSandbox(clock=clock, credential_secret=sentinels["amazon"], token_lifetime_s=5) as amazon, \
             EbaySandbox(clock=clock, client_secret=sentinels["ebay"], token_lifetime_s=3) as ebay:
-        env = {"SHOPIFY_API_BASE_URL": shop.base_url, "SHOPIFY_SHOP_DOMAIN": "test-shop.myshopify.com",
-               "SHOPIFY_ACCESS_TOKEN": sentinels["shopify"],
+        env = {"SHOPIFY_API_BASE_URL": shop.base_url, "SHOPIFY_SHOP_DOMAIN": "test-shop.myshopify.com", **shop_env,
                "AMAZON_API_BASE_URL": amazon.base_url, "AMAZON_TOKEN_URL": amazon.base_url + LWA_PATH,
                "AMAZON_CREATORS_CREDENTIAL_ID": amazon.credential_id,
                "AMAZON_CREATORS_CREDENTIAL_SECRET": sentinels["amazon"], "AMAZON_CREATORS_VERSION": "3.1",
@@ -52,19 +59,23 @@ def test_no_sentinel_secret_survives_any_error_path(run, dirs, clock, sentinels)
 
         assert go("--verbose").exit_code == 0  # a good run: files, cache, state, run log
         # 1. Each sentinel really reached its sandbox.
-        assert any(e["headers"].get("X-Shopify-Access-Token") == sentinels["shopify"] for e in shop.log)
+        if minting:
+            assert any(sentinels["shopify"] in e.get("body", "") for e in shop.log)  # the token request's form
+            assert any(e["headers"].get("X-Shopify-Access-Token") in shop.oauth.tokens for e in shop.log)
+        else:
+            assert any(e["headers"].get("X-Shopify-Access-Token") == sentinels["shopify"] for e in shop.log)
         assert any(sentinels["amazon"] in e.get("body", "") for e in amazon.log)
         basic = base64.b64encode(f"{ebay.client_id}:{sentinels['ebay']}".encode()).decode()
         assert any(e["headers"].get("Authorization") == f"Basic {basic}" for e in ebay.log)
-        minted = [*amazon.tokens, *ebay.tokens]
-        assert minted
+        minted = [*amazon.tokens, *ebay.tokens, *shop.oauth.tokens]
+        assert minted and (shop.oauth.minted > 0) == minting
         # 2. Every error path.
         shop.inject(Fault("status", status=401, times=99, body={"errors": "[API] Invalid API key or access token"}))
         amazon.inject(Fault("status", status=500, times=99))
         ebay.inject(Fault("trickle", seconds=2, times=99))
         assert go("--verbose").exit_code == 1
         shop.faults.clear(), amazon.faults.clear(), ebay.faults.clear()
-        amazon.expire_tokens(), ebay.expire_tokens()
+        amazon.expire_tokens(), ebay.expire_tokens(), shop.oauth.expire_all()
         bad = sorted(shop.products)[:30]
         for pid in bad:  # half the catalog breaks a rule: quarantine and a failed quality gate
             shop.products[pid] = {**shop.products[pid], "title": ""}
@@ -73,7 +84,7 @@ def test_no_sentinel_secret_survives_any_error_path(run, dirs, clock, sentinels)
         go("--verbose", "--dry-run", "--limit", "20")  # a development run: the cache is written
         shop.inject(Fault("redirect", times=99))
         go("--verbose", "--dry-run", "--no-cache")
-        minted = [*amazon.tokens, *ebay.tokens, *minted]
+        minted = [*amazon.tokens, *ebay.tokens, *shop.oauth.tokens, *minted]
     # 3. Search everything the pipeline wrote or printed.
     haystack = [("output", "\n".join(outputs).encode())]
     for root in dirs.values():
@@ -137,3 +148,24 @@ def test_an_error_worded_with_a_secret_is_redacted_in_the_run_log(sandbox, run, 
     error = record["providers"]["shopify"]["error"]
     assert result.exit_code == 1 and "could not reach" in error
     assert token not in error and "abc123" not in error and "xyz" not in error
+
+
+def test_an_error_worded_with_the_client_secret_or_a_minted_token_is_redacted(cc_sandbox, run, dirs, monkeypatch):
+    """A Dev Dashboard app's secret is masked by value (it is a setting), its minted tokens too
+    (each is registered when minted): in the run log, the output and the traceback."""
+    from connectors import shopify
+    from tests.conftest import CLIENT_CREDENTIALS, CLIENT_SECRET
+
+    real, used = shopify.iter_records, []
+
+    def failing(http, shop, **kwargs):
+        yield from islice(real(http, shop, **kwargs), 1)  # mints a token
+        used.extend(cc_sandbox.oauth.tokens)
+        raise RuntimeError(f"could not reuse {used[0]} minted with {CLIENT_SECRET}")
+
+    monkeypatch.setattr(shopify, "iter_records", failing)
+    result, record = run(cc_sandbox, "--providers", "shopify", env=CLIENT_CREDENTIALS)
+    entry = record["providers"]["shopify"]
+    assert result.exit_code == 1 and "could not reuse" in entry["error"] and used
+    written = [entry["error"], result.output, Path(entry["traceback"]).read_text()]
+    assert all(used[0] not in text and CLIENT_SECRET not in text for text in written)

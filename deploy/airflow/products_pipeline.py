@@ -1,13 +1,16 @@
 """Airflow 3 DAG for the products pipeline: one task per provider, every six hours.
 
 Copy this file into the DAGs folder (or point the folder at this directory) and set, in the
-worker's environment, the provider variables from .env.example plus:
+worker's environment, the provider variables from .env.example (for Shopify, SHOPIFY_CLIENT_ID and
+SHOPIFY_CLIENT_SECRET of a Dev Dashboard app, the way for stores set up since 2026, or a legacy
+custom app's SHOPIFY_ACCESS_TOKEN; not both) plus:
   PRODUCTS_PIPELINE_REPO       the checkout on the worker (default /opt/airflow/repo)
   PRODUCTS_PIPELINE_PYTHON     its interpreter (default <repo>/.venv/bin/python)
   PRODUCTS_PIPELINE_PROVIDERS  the providers you use (default shopify,amazon,ebay)
 
 Each provider is its own task, so a failing provider retries alone; the pipeline's per-provider
-lock lets the tasks run side by side. Exit code 75 means another run holds that provider's lock:
+lock lets the tasks run side by side. The Shopify task mints its own short-lived tokens from the
+client credentials and keeps them in memory; nothing is stored between runs. Exit code 75 means another run holds that provider's lock:
 the task is skipped, not failed.
 """
 
