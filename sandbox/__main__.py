@@ -21,6 +21,7 @@ AMAZON_ID, AMAZON_SECRET, AMAZON_TAG = "sandbox-credential-id", "sandbox-credent
 AMAZON_RATE = 5.0  # requests per second the Amazon sandbox enforces (and the demo asks for)
 EBAY_ID, EBAY_SECRET = "sandbox-client-id", "sandbox-client-secret"
 EBAY_RATE = 10.0
+SECOND_SHOP, SECOND_TOKEN = "eu-demo-shop.myshopify.com", "shpat_sandbox_eu_demo_token"
 
 
 def start_all(size: int = 500, port: int = 0, restore_rate: float = 1000) -> dict:
@@ -32,6 +33,10 @@ def start_all(size: int = 500, port: int = 0, restore_rate: float = 1000) -> dic
                            requests_per_second=AMAZON_RATE).start()
     ebay = EbaySandbox(client_id=EBAY_ID, client_secret=EBAY_SECRET, requests_per_second=EBAY_RATE,
                        token_lifetime_s=7200).start()
+    # A second shop of its own (another host, catalog and legacy custom app token), for the
+    # accounts file: an agency's two stores.
+    second = ShopifySandbox(CatalogSpec(size=max(size * 3 // 5, 1), seed=11), token=SECOND_TOKEN,
+                            restore_rate=restore_rate).start()
     env = {
         "SHOPIFY_API_BASE_URL": shopify.base_url,
         "SHOPIFY_SHOP_DOMAIN": DEMO_SHOP,
@@ -53,7 +58,58 @@ def start_all(size: int = 500, port: int = 0, restore_rate: float = 1000) -> dic
         "EBAY_CATEGORY_IDS": "20005",
         "EBAY_REQUESTS_PER_SECOND": str(EBAY_RATE),
     }
-    return {"servers": {"shopify": shopify, "amazon": amazon, "ebay": ebay}, "env": env}
+    return {"servers": {"shopify": shopify, "shopify_eu": second, "amazon": amazon, "ebay": ebay}, "env": env}
+
+
+def accounts_toml(started: dict) -> tuple[str, dict]:
+    """An accounts file for the sandboxes (two shops, Amazon, eBay US and DE) and the variables its
+    `env:` references read: the secrets stay out of the file."""
+    servers, env = started["servers"], started["env"]
+    text = f"""# The sandbox's accounts: secrets are references to variables, never values.
+[[shopify]]
+shop_domain = "{DEMO_SHOP}"
+client_id = "{DEMO_CLIENT_ID}"
+client_secret = "env:DEMO_SHOPIFY_CLIENT_SECRET"
+api_base_url = "{servers['shopify'].base_url}"
+
+[[shopify]]
+name = "eu-store"
+shop_domain = "{SECOND_SHOP}"
+access_token = "env:DEMO_EU_SHOP_TOKEN"
+api_base_url = "{servers['shopify_eu'].base_url}"
+
+[[amazon]]
+credential_id = "{AMAZON_ID}"
+credential_secret = "env:DEMO_AMAZON_SECRET"
+version = "3.1"
+partner_tag = "{AMAZON_TAG}"
+search_keywords = ["steel mug|HomeAndKitchen", "headphones"]
+asins = "{env['AMAZON_ASINS']}"
+api_base_url = "{env['AMAZON_API_BASE_URL']}"
+token_url = "{env['AMAZON_TOKEN_URL']}"
+requests_per_second = {AMAZON_RATE}
+
+[[ebay]]
+name = "us"
+client_id = "{EBAY_ID}"
+client_secret = "env:DEMO_EBAY_SECRET"
+search_queries = ["steel mug", "camping lantern"]
+category_ids = ["20005"]
+api_base_url = "{env['EBAY_API_BASE_URL']}"
+requests_per_second = {EBAY_RATE}
+
+[[ebay]]
+name = "de"
+marketplace_id = "EBAY_DE"
+client_id = "{EBAY_ID}"
+client_secret = "env:DEMO_EBAY_SECRET"
+search_queries = ["steel mug"]
+api_base_url = "{env['EBAY_API_BASE_URL']}"
+requests_per_second = {EBAY_RATE}
+"""
+    secrets = {"DEMO_SHOPIFY_CLIENT_SECRET": DEMO_CLIENT_SECRET, "DEMO_EU_SHOP_TOKEN": SECOND_TOKEN,
+               "DEMO_AMAZON_SECRET": AMAZON_SECRET, "DEMO_EBAY_SECRET": EBAY_SECRET}
+    return text, secrets
 
 
 def main() -> None:

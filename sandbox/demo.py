@@ -1,8 +1,8 @@
 """`make demo`: the pipeline end to end on the sandbox, into a data directory of its own.
 
 Runs the real CLI as a separate process, exactly as cron would (from `/`, settings from the
-environment): a first run, a second run that writes nothing, then 3% of the catalog changes and a
-third run writes exactly those products. Shopify is reached as a shop set up since 2026 is: a Dev
+environment and an accounts file: two Shopify shops, Amazon, eBay US and DE): a first run, a second
+run that writes nothing, then 3% of each catalog changes and a third run writes exactly those. Shopify is reached as a shop set up since 2026 is: a Dev
 Dashboard app's client credentials, whose tokens the sandbox lets live two seconds, so the first
 run outlives its token and re-mints it.
 """
@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sandbox.__main__ import DEMO_TOKEN_LIFETIME_S, start_all
+from sandbox.__main__ import DEMO_SHOP, DEMO_TOKEN_LIFETIME_S, accounts_toml, start_all
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_DIR = REPO / ".demo"
@@ -42,22 +42,30 @@ def _rows(source: str) -> list[dict]:
 
 
 def summary(record: dict) -> str:
-    parts = []
-    for name, p in record["providers"].items():
-        if p["status"] == "skipped":
-            continue
-        parts.append(f"{name}: {p['status']}, fetched {p.get('fetched', 0)}, wrote {p.get('written', 0)}, "
-                     f"duplicates {p.get('duplicates', 0)}, quarantined {p.get('quarantined', 0)}")
-    return "; ".join(parts)
+    """One line per unit of work: its counts."""
+    lines = []
+    for u in record["units"]:
+        lines.append(f"    {u['provider']}:{u['account']}/{u['stream']}: {u['status']}, fetched {u.get('fetched', 0)}, "
+                     f"wrote {u.get('written', 0)}, duplicates {u.get('duplicates', 0)}, "
+                     f"quarantined {u.get('quarantined', 0)}")
+    return "\n" + "\n".join(lines)
 
 
 def main() -> None:
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     started = start_all(size=500)
+    text, secrets = accounts_toml(started)
+    DEMO_DIR.mkdir(parents=True)
+    accounts = DEMO_DIR / "accounts.toml"
+    accounts.write_text(text)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SHOPIFY_", "AMAZON_", "EBAY_", "PIPELINE_"))},
-           **started["env"], "PIPELINE_ENV_FILE": os.devnull}
-    print(f"Shopify: client credentials (SHOPIFY_CLIENT_ID, SHOPIFY_CLIENT_SECRET); the sandbox's tokens "
-          f"live {DEMO_TOKEN_LIFETIME_S}s\n")
+           **secrets, "PIPELINE_ACCOUNTS_FILE": str(accounts), "PIPELINE_ENV_FILE": os.devnull}
+    print(f"Accounts: {accounts} (two Shopify shops, Amazon, eBay US and DE; secrets as env: references)")
+    print(f"Shopify {DEMO_SHOP}: client credentials, tokens living {DEMO_TOKEN_LIFETIME_S}s in the sandbox; "
+          "eu-store: a legacy custom app's token\n")
+    units = subprocess.run([sys.executable, str(REPO / "pipelines" / "run_pipeline.py"), "units"], env=env, cwd="/",
+                           capture_output=True, text=True, check=True).stdout
+    print("$ run_pipeline.py units\n" + units)
     try:
         first = run_pipeline(env)
         print(f"  run 1 -> {summary(first)}\n")
@@ -65,7 +73,8 @@ def main() -> None:
         print(f"  run 2 -> {summary(second)}  (nothing is written twice)\n")
         servers = started["servers"]
         ebay_items = [int(r["source_id"].split("|")[1]) - 135_000_000_000 for r in _rows("ebay")]
-        changed = servers["shopify"].mutate(0.03) + servers["amazon"].mutate(0.03) + servers["ebay"].mutate(0.03, ebay_items)
+        changed = (servers["shopify"].mutate(0.03) + servers["shopify_eu"].mutate(0.03) + servers["amazon"].mutate(0.03)
+                   + servers["ebay"].mutate(0.03, ebay_items))
         print(f"The sandboxes changed {len(changed)} products.")
         third = run_pipeline(env)
         print(f"  run 3 -> {summary(third)}\n")
@@ -78,9 +87,10 @@ def main() -> None:
     print(f"Parquet files under {data}:")
     for path in files:
         print(f"  {path.relative_to(DEMO_DIR)}  ({path.stat().st_size} bytes)")
-    query = (f"SELECT source, count(*) AS rows, count(DISTINCT source_id) AS products, "
+    query = (f"SELECT source, account, count(*) AS rows, count(DISTINCT source_id) AS products, "
              f"min(price) AS min_price, max(price) AS max_price "
-             f"FROM read_parquet('{data}/**/*.parquet', hive_partitioning=true, union_by_name=true) GROUP BY source")
+             f"FROM read_parquet('{data}/**/*.parquet', hive_partitioning=true, union_by_name=true) "
+             f"GROUP BY source, account ORDER BY source, account")
     print(f"\nDuckDB: {query}")
     import duckdb
 

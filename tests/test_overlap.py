@@ -79,3 +79,42 @@ def test_the_next_run_gets_the_lock_after_the_holder_is_killed(server, tmp_path)
     assert after.returncode == 0, after.stderr
     assert read_runlog(tmp_path)[-1]["providers"]["shopify"]["status"] == "ok"
     assert dataset_problems(tmp_path) == []
+
+
+def test_two_units_of_one_provider_run_at_once_and_one_units_recovery_spares_the_others_files(server, tmp_path):
+    """Two shops, two processes at once: the slow one is mid-crawl while the other sweeps its own
+    crash leftovers and commits; neither touches the other's files, both land whole."""
+    with ShopifySandbox(CatalogSpec(size=60, seed=11), token="shpat_race_second_shop", throttle=False) as second:
+        second.latency_s = 0.5  # its unit stays mid-crawl for seconds
+        accounts = tmp_path / "accounts.toml"
+        accounts.write_text(f"""
+[[shopify]]
+shop_domain = "test-shop.myshopify.com"
+access_token = "env:FIRST_TOKEN"
+api_base_url = "{server.base_url}"
+
+[[shopify]]
+name = "second"
+shop_domain = "second-shop.myshopify.com"
+access_token = "env:SECOND_TOKEN"
+api_base_url = "{second.base_url}"
+""")
+        env = base_env(tmp_path, PIPELINE_ACCOUNTS_FILE=str(accounts), FIRST_TOKEN=TOKEN,
+                       SECOND_TOKEN="shpat_race_second_shop")
+        folder = tmp_path / "data" / "normalized" / "products" / "source=shopify" / "date=2026-01-01"
+        folder.mkdir(parents=True)
+        leftover = folder / ".test-shop.myshopify.com_20260101T000000Z-abcdef-0001.parquet.tmp"
+        leftover.write_bytes(b"left by a crash of the first shop's unit")
+        slow = start_cli(env, "--accounts", "second")
+        deadline = time.monotonic() + 30
+        while not second.api_requests() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        quick = run_cli(env, "--accounts", "test-shop.myshopify.com")
+        assert quick.returncode == 0, quick.stderr
+        assert slow.poll() is None  # the two units really overlapped
+        assert slow.wait(timeout=120) == 0
+        assert not leftover.exists()
+        records = read_runlog(tmp_path)
+        written = {u["account"]: u["written"] for r in records for u in r["units"]}
+        assert written == {"test-shop.myshopify.com": 150, "second": 60}
+        assert dataset_problems(tmp_path) == []
