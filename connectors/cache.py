@@ -11,11 +11,13 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-import requests_cache
 
-
-def cached_session(cache_dir: Path, ttl: timedelta, secret_headers: tuple[str, ...]) -> requests_cache.CachedSession:
+def cached_session(cache_dir: Path, ttl: timedelta, secret_headers: tuple[str, ...]):
     """A session that caches 200 answers with clean JSON bodies in `cache_dir` for `ttl`."""
+    # Imported here: only development runs cache, and requests_cache loads its DynamoDB backend
+    # (boto3, about 70 ms) at import whenever boto3 is installed.
+    import requests_cache
+
     cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(cache_dir, 0o700)
     return requests_cache.CachedSession(

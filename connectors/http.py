@@ -21,7 +21,6 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import requests
-import requests_cache
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
@@ -256,7 +255,7 @@ class HttpClient:
                       allow_redirects=False,
                       timeout=(self.settings.connect_timeout_s, self.settings.read_timeout_s))
         started = time.monotonic()
-        if not isinstance(self.session, requests_cache.CachedSession):
+        if not self.settings.cache_dir:  # a plain session: writing runs never use the cache
             response = self.session.request(method, url, **kwargs)
         elif not cache:
             with self.session.cache_disabled():

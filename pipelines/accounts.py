@@ -4,17 +4,17 @@ The accounts file (TOML, `PIPELINE_ACCOUNTS_FILE`, default `<repo>/accounts.toml
 holds one array of tables per provider. Each entry takes that provider's settings under the names
 of its environment variables, lower-cased and without the provider prefix, so an entry is turned
 into the variables it stands for and read by the same parser as the environment. Secret-bearing
-keys take references only (`env:NAME`), never a literal value.
+keys take references only (pipelines/secret_refs.py), never a literal value.
 """
 
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.secret_refs import is_reference
 from storage.paths import ACCOUNT_RE, STREAMS, UnitId
 
 # key in the accounts file -> the environment variable it stands for
@@ -40,15 +40,11 @@ SECRET_KEYS = {"shopify": {"access_token", "client_secret"}, "amazon": {"credent
 ACCOUNT_VARIABLES = {v for keys in KEYS.values() for v in keys.values()} | {
     "AMAZON_PAAPI_ACCESS_KEY", "AMAZON_PAAPI_SECRET_KEY", "AMAZON_PAAPI_HOST", "AMAZON_PAAPI_REGION",
     "AMAZON_PAAPI_PARTNER_TAG"}
-REFERENCE_SCHEMES = ("env:",)
+SECRET_VARIABLES = {p: {KEYS[p][k] for k in keys} for p, keys in SECRET_KEYS.items()}
 
 
 class AccountsFileError(Exception):
     """The accounts file is malformed; the message names the file, the account and the key."""
-
-
-class UnresolvedReference(Exception):
-    """A secret reference could not be resolved; the message names the reference, never a value."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +56,7 @@ class AccountEntry:
     streams: tuple[str, ...] | None
     variables: dict  # environment-variable name -> value or reference, as written
     where: str  # "<file>: shopify account 'us-store'" for messages
+    path: Path
 
 
 def default_path(repo_root: Path, env: Mapping[str, str]) -> Path | None:
@@ -116,9 +113,10 @@ def _entry(path: Path, provider: str, index: int, table: dict) -> AccountEntry:
             raise AccountsFileError(f"{where}: unknown key {key!r}; {provider} accounts take "
                                     f"{', '.join(sorted(KEYS[provider]))}, name and streams")
         if key in SECRET_KEYS[provider]:
-            if not isinstance(value, str) or not value.startswith(REFERENCE_SCHEMES):
-                raise AccountsFileError(f"{where}: {key} holds a secret, so it must be a reference such as "
-                                        f"\"env:{KEYS[provider][key]}\", not the value itself (the value is not shown)")
+            if not is_reference(value):
+                raise AccountsFileError(f"{where}: {key} holds a secret, so it must be a reference (env:NAME, "
+                                        "file:/path or aws-sm:<secret-id>[#key]), not the value itself (the value "
+                                        "is not shown)")
         elif isinstance(value, list):
             if not all(isinstance(v, (str, int)) for v in value):
                 raise AccountsFileError(f"{where}: {key} must be a list of strings")
@@ -126,7 +124,7 @@ def _entry(path: Path, provider: str, index: int, table: dict) -> AccountEntry:
         elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise AccountsFileError(f"{where}: {key} must be a string or a number")
         variables[KEYS[provider][key]] = str(value)
-    return AccountEntry(provider, name, streams, variables, where)
+    return AccountEntry(provider, name, streams, variables, where, path)
 
 
 def _check_unique(path: Path, entries: list[AccountEntry]) -> None:
@@ -141,21 +139,9 @@ def _check_unique(path: Path, entries: list[AccountEntry]) -> None:
         seen[key] = entry
 
 
-def resolve(value: str, env: Mapping[str, str]) -> str:
-    """The secret a reference stands for; UnresolvedReference names the reference, never a value."""
-    if value.startswith("env:"):
-        name = value[4:].strip()
-        resolved = env.get(name)
-        if resolved is None or not resolved.strip():
-            raise UnresolvedReference(f"the reference env:{name} names a variable that is not set: set {name} in "
-                                      "the environment or in .env")
-        return resolved
-    return value
-
-
 def ignored_variables(env: Mapping[str, str]) -> list[str]:
     """Account variables set in the environment that an accounts file makes irrelevant."""
-    return sorted(n for n in ACCOUNT_VARIABLES if (env.get(n) or "").strip() and n in os.environ | dict(env))
+    return sorted(n for n in ACCOUNT_VARIABLES if (env.get(n) or "").strip())
 
 
 def select(units: list[UnitId], specs: tuple[str, ...] | None) -> list[UnitId]:

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from pipelines import accounts as accounts_file
 from pipelines.provider_settings import ConfigError, _amazon, _ebay, _get, _number, _shopify
+from pipelines.secret_refs import Resolver, UnresolvedReference, is_reference
 from storage.paths import ACCOUNT_RE, STREAMS, UnitId
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -159,16 +160,17 @@ def load_settings(
     """Build settings from an environment mapping; raises ConfigError naming the variable."""
     resolved_data_dir = _path(env, "PIPELINE_DATA_DIR", data_dir, REPO_ROOT / "data")
     path = accounts_file.default_path(REPO_ROOT, env)
+    resolver = Resolver(env)
     if path is None:
         accounts, not_configured, warnings = [], {}, []
         for provider in PROVIDERS:
-            settings, reason = _parse(provider, env, resolved_data_dir)
-            if settings is not None:
-                accounts.append(Account(provider, settings.account, settings))
+            account, reason = _account(provider, None, dict(env), resolver, resolved_data_dir)
+            if account is not None:
+                accounts.append(account)
             else:
                 not_configured[provider] = reason
     else:
-        accounts, warnings = _file_accounts(path, env, resolved_data_dir), []
+        accounts, warnings = _file_accounts(path, resolver, resolved_data_dir), []
         not_configured = {p: "not configured" for p in PROVIDERS if all(a.provider != p for a in accounts)}
         ignored = accounts_file.ignored_variables(env)
         if ignored:
@@ -210,36 +212,46 @@ def _parse(provider: str, env: Mapping[str, str], data_dir: Path):
     return {"shopify": _shopify, "amazon": _amazon}[provider](env)
 
 
-def _file_accounts(path: Path, env: Mapping[str, str], data_dir: Path) -> list[Account]:
+def _account(provider: str, entry, variables: dict, resolver: Resolver, data_dir: Path):
+    """(Account, None), or (None, why it is not configured) in the environment's case. References
+    among the variables are resolved; one that fails leaves the account unable to run (it fails,
+    the others run) with the reason, and a placeholder lets the rest be checked and named."""
+    unresolved = None
+    for name, value in variables.items():
+        if is_reference(value) and (entry is not None or name in accounts_file.SECRET_VARIABLES[provider]):
+            try:
+                variables[name] = resolver.resolve(value)
+            except UnresolvedReference as exc:
+                unresolved = unresolved or (str(exc) if entry else f"{name}: {exc}")
+                variables[name] = "unresolved-reference"
+    try:
+        settings, reason = _parse(provider, variables, data_dir)
+    except ConfigError as exc:
+        if entry is None:
+            raise
+        raise ConfigError(f"{entry.where}: {_in_file_terms(str(exc), provider)}") from None
+    if settings is None:
+        if entry is None:
+            return None, reason
+        raise ConfigError(f"{entry.where}: {_in_file_terms(reason, provider)}")
+    name = (entry.name if entry else None) or settings.account
+    settings = replace(settings, name=name)
+    if unresolved and entry is not None:
+        unresolved = f"{entry.path}: {provider} account {name!r}: {unresolved}"
+    elif unresolved:
+        unresolved = f"{provider} account {name!r}: {unresolved}"
+    return Account(provider, name, None if unresolved else settings, unresolved,
+                   (entry.streams if entry else None) or STREAMS, natural=not (entry and entry.name)), None
+
+
+def _file_accounts(path: Path, resolver: Resolver, data_dir: Path) -> list[Account]:
     """The accounts of the accounts file. A malformed entry is a ConfigError naming the file, the
     account and the key; a reference that does not resolve fails only its account."""
     try:
         entries = accounts_file.read_file(path, PROVIDERS)
     except accounts_file.AccountsFileError as exc:
         raise ConfigError(str(exc)) from None
-    found = []
-    for entry in entries:
-        variables, unresolved = dict(entry.variables), None
-        for name, value in entry.variables.items():
-            if isinstance(value, str) and value.startswith(accounts_file.REFERENCE_SCHEMES):
-                try:
-                    variables[name] = accounts_file.resolve(value, env)
-                except accounts_file.UnresolvedReference as exc:
-                    unresolved = unresolved or str(exc)
-                    variables[name] = "unresolved-reference"  # lets the rest be checked and named
-        try:
-            settings, reason = _parse(entry.provider, variables, data_dir)
-        except ConfigError as exc:
-            raise ConfigError(f"{entry.where}: {_in_file_terms(str(exc), entry.provider)}") from None
-        if settings is None:
-            raise ConfigError(f"{entry.where}: {_in_file_terms(reason, entry.provider)}")
-        name = entry.name or settings.account
-        settings = replace(settings, name=name)
-        if unresolved:
-            unresolved = f"{path}: {entry.provider} account {name!r}: {unresolved}"
-        found.append(Account(entry.provider, name, None if unresolved else settings, unresolved,
-                             entry.streams or STREAMS, natural=entry.name is None))
-    return found
+    return [_account(entry.provider, entry, dict(entry.variables), resolver, data_dir)[0] for entry in entries]
 
 
 def _in_file_terms(message: str, provider: str) -> str:
