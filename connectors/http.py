@@ -106,6 +106,7 @@ class Pacer:
 
     def __init__(self):
         self.next_slot: float | None = None
+        self.shared: dict = {}  # a provider's own pacing state of that credential (Shopify: the cost bucket)
 
 
 class HttpClient:

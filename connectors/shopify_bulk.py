@@ -66,8 +66,9 @@ class Checkpoint:
         self.memory = None
 
 
-def run(api, query: str, checkpoint: Checkpoint, spool_dir: Path | None = None) -> Iterator[dict]:
-    """Yield every product of a completed bulk operation, resuming a checkpointed one."""
+def run(api, query: str, checkpoint: Checkpoint, spool_dir: Path | None = None, child: str = "variants") -> Iterator[dict]:
+    """Yield every record (product, order) of a completed bulk operation with its `child` lines
+    (variants, line items) as a list, resuming a checkpointed operation."""
     operation_id = checkpoint.get()
     if operation_id:
         log.info("shopify: resuming bulk operation %s", operation_id)
@@ -87,7 +88,7 @@ def run(api, query: str, checkpoint: Checkpoint, spool_dir: Path | None = None) 
         path = api.http.download(operation["url"], Path(spool) / "result.jsonl", what="the bulk result download",
                                  next_step="the next run resumes the same operation and downloads it again")
         with path.open("rb") as lines:
-            yield from assemble(lines, Path(spool) / "assemble.sqlite")
+            yield from assemble(lines, Path(spool) / "assemble.sqlite", child)
     checkpoint.clear()
 
 
@@ -116,8 +117,8 @@ def _wait(api, operation_id: str) -> dict:
         interval = min(interval * 1.5, MAX_POLL_INTERVAL_S)
 
 
-def assemble(lines, spool: Path) -> Iterator[dict]:
-    """Products with their variants from JSONL lines in any order, using an on-disk index."""
+def assemble(lines, spool: Path, child: str = "variants") -> Iterator[dict]:
+    """Records with their children (under `child`) from JSONL lines in any order, using an on-disk index."""
     con = sqlite3.connect(spool, isolation_level=None)
     try:
         con.execute("PRAGMA journal_mode=OFF")
@@ -139,7 +140,7 @@ def assemble(lines, spool: Path) -> Iterator[dict]:
         con.execute("CREATE INDEX children_parent ON children(parent)")
         for product_id, body in _parents(con):
             product = json.loads(body)
-            product["variants"] = [json.loads(b) for (b,) in
+            product[child] = [json.loads(b) for (b,) in
                                    con.execute("SELECT body FROM children WHERE parent = ?", (product_id,))]
             yield product
     finally:

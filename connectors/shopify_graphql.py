@@ -1,0 +1,289 @@
+"""Shopify's GraphQL Admin API for every stream: one paced client, and one crawl of a resource
+(products, orders) by its (updatedAt, id) high-water mark, each record with all its children.
+
+Pacing follows the query-cost bucket Shopify reports with every answer. The bucket belongs to the
+shop, so the client keeps it on the HttpClient's pacer, which the run shares between the units of
+one shop (its products and its orders draw on the same points).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from connectors import shopify_bulk
+from connectors.http import AuthError, HttpClient, ResponseError, RetryableError
+from connectors.oauth import request_with_refresh
+from connectors.settings import ShopifySettings
+from connectors.shopify_auth import PRODUCT_SCOPES, make_auth
+
+log = logging.getLogger("pipeline.shopify")
+
+NAME = "shopify"
+MAX_QUERY_COST = 1000  # Shopify refuses a single query that requests more (MAX_COST_EXCEEDED)
+MAX_PAGE_SIZE = 250  # a connection page holds at most 250 nodes
+FIRST_PAGE_SIZE = 10  # until Shopify has told us what a record costs
+CHILDREN_INLINE = 10  # first page of children (variants, line items) inline; the rest by follow-up
+RESTART_AFTER_PAGES = 20  # re-issue the filtered query so no paging cap or stale cursor ends a crawl
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What a crawl of one root connection needs to know about it."""
+
+    root: str  # "products": the connection in the page query
+    query: str  # the page query: $first, $after, $query and the children's page size
+    child: str  # "variants": the child connection, merged into the record as a list
+    child_first_variable: str  # the page query's variable for the children's page size
+    child_query: str  # the follow-up query for more children: $id, $after
+    child_root: str  # "product": the follow-up query's root field
+    bulk_query: str
+    count_query: str
+    count_root: str
+    hint_key: str  # where the learned page size is kept between runs
+    scope: str  # the scope named when Shopify answers ACCESS_DENIED
+
+
+class AccessDenied(AuthError):
+    """Shopify answered ACCESS_DENIED: the app's token lacks the scope the query needs."""
+
+
+class QueryTooCostly(ResponseError):
+    def __init__(self, cost: float, max_cost: float):
+        super().__init__(NAME, f"query cost {cost:g} exceeds the single-query limit {max_cost:g}")
+        self.cost, self.max_cost = cost, max_cost
+
+
+def record_cursor(record) -> tuple[datetime, int] | None:
+    """The compound (updatedAt, numeric id) cursor of a raw record, or None if it has none."""
+    try:
+        updated = datetime.fromisoformat(record["updatedAt"]).astimezone(timezone.utc)
+        return updated, int(str(record["id"]).rsplit("/", 1)[-1])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def crawl(api: "ShopifyGraphQL", resource: Resource, *, since, lookback: timedelta, restart_after_pages: int,
+          full_refresh: bool, checkpoint, known, hints, bulk_min: int) -> Iterator[dict]:
+    """Every record changed after `since` minus `lookback`, each with all its children (see
+    connectors/shopify.py's iter_records for what `known`, `hints` and bulk operations do)."""
+    api.page_size = _stored_page_size(hints, resource)
+    checkpoint = checkpoint or shopify_bulk.Checkpoint()
+    if since is None and (full_refresh or checkpoint.get() or _large(api, resource, bulk_min)):
+        try:
+            yield from shopify_bulk.run(api, resource.bulk_query, checkpoint, child=resource.child)
+            return
+        except shopify_bulk.BulkUnavailable as exc:
+            log.warning("shopify: %s; paging instead", str(exc).split(": ", 1)[-1])
+    query_filter = updated_filter(since[0] - lookback, ">") if since else None
+    last_key = None
+    while True:
+        restart = False
+        for pages, (nodes, has_next) in enumerate(api.pages(resource, query_filter), start=1):
+            for node in nodes:
+                key = record_cursor(node)
+                if key is not None and last_key is not None and key <= last_key:
+                    continue  # already yielded before a restart
+                last_key = key or last_key
+                if (_more_children(node, resource.child) and since and key is not None and key <= since
+                        and (node["id"], key[0]) in known):
+                    log.debug("shopify: %s unchanged since it was written; its %s are not fetched again",
+                              node["id"], resource.child)
+                    continue
+                yield api.with_all_children(node, resource)
+            if has_next and pages >= restart_after_pages and last_key is not None:
+                restart = True
+                break
+        if not restart:
+            break
+        query_filter = updated_filter(last_key[0], ">=")
+    if hints is not None and api.cost_per_record and api.page_size != _stored_page_size(hints, resource):
+        hints.set(resource.hint_key, api.page_size)
+
+
+def _stored_page_size(hints, resource: Resource) -> int:
+    value = hints.get(resource.hint_key) if hints is not None else None
+    return value if isinstance(value, int) and 1 <= value <= MAX_PAGE_SIZE else FIRST_PAGE_SIZE
+
+
+def _more_children(node, child: str) -> bool:
+    """True if the record's children continue past the page that came with it."""
+    connection = node.get(child) if isinstance(node, dict) else None
+    return isinstance(connection, dict) and bool((connection.get("pageInfo") or {}).get("hasNextPage"))
+
+
+def _large(api: "ShopifyGraphQL", resource: Resource, bulk_min: int) -> bool:
+    if not bulk_min:
+        return False
+    body = api.query(resource.count_query, {})
+    count = ((body.get("data") or {}).get(resource.count_root) or {}).get("count") or 0
+    return count >= bulk_min
+
+
+def updated_filter(when: datetime, op: str) -> str:
+    # Shopify's search syntax needs the timestamp quoted.
+    return f"updated_at:{op}'{when.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}'"
+
+
+class CostBucket:
+    """Shopify's leaky bucket as it last reported itself, projected forward at the restore rate."""
+
+    def __init__(self):
+        self.maximum = self.available = self.restore_rate = None
+        self.observed_at = 0.0
+
+    def update(self, cost: dict | None, now: float) -> None:
+        status = (cost or {}).get("throttleStatus") or {}
+        try:
+            self.maximum = float(status["maximumAvailable"])
+            self.available = float(status["currentlyAvailable"])
+            self.restore_rate = float(status["restoreRate"])
+            self.observed_at = now
+        except (KeyError, TypeError, ValueError):
+            pass
+
+    def seconds_until(self, cost: float, now: float) -> float:
+        if self.available is None or not self.restore_rate:
+            return 0.0
+        have = min(self.maximum, self.available + (now - self.observed_at) * self.restore_rate)
+        return max(0.0, (cost - have) / self.restore_rate)
+
+
+class ShopifyGraphQL:
+    """One shop's GraphQL endpoint: paced by its cost bucket, pages learned from reported costs."""
+
+    def __init__(self, http: HttpClient, shop: ShopifySettings, clock, scopes=PRODUCT_SCOPES):
+        self.http, self.clock = http, clock
+        self.url = shop.graphql_url
+        self.auth = make_auth(http, shop, clock, scopes=scopes)  # static, or minted (scope checked) first
+        self.bucket = http.pacer.shared.setdefault("shopify_cost_bucket", CostBucket())  # the shop's
+        self.page_size = FIRST_PAGE_SIZE
+        self.cost_per_record: float | None = None
+        self.child_query_cost: float | None = None
+        self.access_denied_scope = scopes[0]
+
+    def pages(self, resource: Resource, query_filter: str | None):
+        """Yield (record nodes, has_next_page) for one filtered, cursor-paged query."""
+        after = None
+        while True:
+            connection = self._page(resource, query_filter, after)
+            page_info = connection.get("pageInfo") or {}
+            has_next = bool(page_info.get("hasNextPage")) and bool(page_info.get("endCursor"))
+            yield connection.get("nodes") or [], has_next
+            if not has_next:
+                return
+            after = page_info["endCursor"]
+
+    def _page(self, resource: Resource, query_filter, after) -> dict:
+        while True:
+            first = self.page_size
+            variables = {"first": first, "after": after, "query": query_filter,
+                         resource.child_first_variable: CHILDREN_INLINE}
+            estimate = first * self.cost_per_record if self.cost_per_record else None
+            try:
+                body = self._query(resource.query, variables, estimate)
+            except QueryTooCostly as exc:
+                if first == 1:
+                    raise
+                self.page_size = max(1, math.floor(first * exc.max_cost / exc.cost))
+                continue
+            self._learn_page_size(body, first)
+            return _dig(body, "data", resource.root)
+
+    def _learn_page_size(self, body: dict, first: int) -> None:
+        # The requested cost scales with `first`; dividing it all by `first` over-counts the fixed
+        # part, so the page size derived here is safely below the cap.
+        requested = _requested_cost(body)
+        if not requested:
+            return
+        self.cost_per_record = requested / first
+        limit = MAX_QUERY_COST if self.bucket.maximum is None else min(MAX_QUERY_COST, self.bucket.maximum)
+        self.page_size = max(1, min(MAX_PAGE_SIZE, math.floor(limit / self.cost_per_record)))
+
+    def with_all_children(self, node, resource: Resource):
+        """The record with its child connection replaced by the full list of its children."""
+        child = resource.child
+        if not isinstance(node, dict) or not isinstance(node.get(child), dict):
+            return node  # malformed: the normalizer quarantines it with a reason
+        connection = node[child]
+        children = list(connection.get("nodes") or [])
+        page_info = connection.get("pageInfo") or {}
+        after = page_info.get("endCursor") if page_info.get("hasNextPage") else None
+        while after:
+            body = self._query(resource.child_query, {"id": node.get("id"), "after": after}, self.child_query_cost)
+            self.child_query_cost = _requested_cost(body) or self.child_query_cost
+            parent = _dig(body, "data", resource.child_root, optional=True)
+            if parent is None:  # deleted while we were paging: keep what we have
+                break
+            more = _dig(parent, child)
+            children.extend(more.get("nodes") or [])
+            page_info = more.get("pageInfo") or {}
+            after = page_info.get("endCursor") if page_info.get("hasNextPage") else None
+        record = {k: v for k, v in node.items() if k != child}
+        record[child] = children
+        return record
+
+    def query(self, query: str, variables: dict) -> dict:
+        """One paced GraphQL call that is never cached (bulk operations change from call to call)."""
+        return self._query(query, variables, None, cache=False)
+
+    def _query(self, query: str, variables: dict, estimate: float | None, cache: bool = True) -> dict:
+        # A query whose cost Shopify has not reported yet may cost up to the cap: wait for that.
+        if estimate is None and self.bucket.maximum is not None:
+            estimate = min(MAX_QUERY_COST, self.bucket.maximum)
+        if estimate:
+            self.http.wait(self.bucket.seconds_until(estimate, self.clock()), throttled=True)
+        body = request_with_refresh(self.http, self.auth, "POST", self.url, check=self._check, cache=cache,
+                                    json_body={"query": query, "variables": variables})
+        self.bucket.update(_dig(body, "extensions", "cost", optional=True), self.clock())
+        return body
+
+    def _check(self, body, response) -> None:
+        """Sort a GraphQL answer: Shopify reports throttling and cost errors inside HTTP 200."""
+        if not isinstance(body, dict):
+            raise ResponseError(NAME, "the answer was not a JSON object")
+        errors = body.get("errors")
+        if not errors:
+            if not isinstance(body.get("data"), dict):
+                raise ResponseError(NAME, "the answer had neither data nor errors")
+            return
+        if not isinstance(errors, list):
+            raise ResponseError(NAME, f"GraphQL error: {str(errors)[:200]}")
+        first = errors[0] if isinstance(errors[0], dict) else {}
+        extensions = first.get("extensions") or {}
+        code = extensions.get("code")
+        cost = _dig(body, "extensions", "cost", optional=True) or {}
+        if code == "THROTTLED":
+            self.bucket.update(cost, self.clock())
+            requested = cost.get("requestedQueryCost") or self.bucket.maximum or MAX_QUERY_COST
+            wait = self.bucket.seconds_until(float(requested), self.clock())
+            raise RetryableError(NAME, "throttled: the query-cost bucket is empty",
+                                 retry_after=wait or None, throttled=True)
+        if code == "MAX_COST_EXCEEDED":
+            raise QueryTooCostly(float(extensions.get("cost") or MAX_QUERY_COST + 1),
+                                 float(extensions.get("maxCost") or MAX_QUERY_COST))
+        if code == "ACCESS_DENIED":
+            raise AccessDenied(NAME, f"access denied: the app lacks the {self.access_denied_scope} scope")
+        raise ResponseError(NAME, f"GraphQL error: {str(first.get('message', ''))[:200]}"
+                            + (f" [{code}]" if code else ""))
+
+
+def _requested_cost(body: dict) -> float | None:
+    cost = _dig(body, "extensions", "cost", optional=True) or {}
+    value = cost.get("requestedQueryCost")
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def _dig(value, *keys, optional: bool = False):
+    for key in keys:
+        if not isinstance(value, dict) or value.get(key) is None:
+            if optional:
+                return None
+            raise ResponseError(NAME, f"unexpected answer: no {'.'.join(keys)}")
+        value = value[key]
+    return value
+
+
