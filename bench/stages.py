@@ -82,7 +82,9 @@ def _main(size: int) -> None:
             with Stage(sandbox) as normalize:
                 quarantine = Quarantine(root / "quarantine.jsonl", enabled=False)
                 products = [p for batch in batched(raws, BATCH)
-                            for p in normalize_batch(batch, shopify_normalizer, account=shop.account,
+                            for p in normalize_batch(batch, shopify_normalizer.to_product,
+                                                     (shopify_normalizer.SOURCE, shopify_normalizer.NORMALIZER_VERSION),
+                                                     account=shop.account,
                                                      fetched_at=now, run_id=run_id, quarantine=quarantine)]
             rows.append(("normalize", normalize, len(raws)))
             rows.append(("  of which raw_hash", hashing, len(raws)))

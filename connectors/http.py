@@ -61,6 +61,7 @@ class HttpStats:
     partial_errors: int = 0  # errors an API returned beside results (counted, not fatal)
     partial_reason: str | None = None  # set when a connector stopped early on purpose (a quota)
     warnings: list = field(default_factory=list)  # things a person should know, for the run log
+    notes: dict = field(default_factory=dict)  # facts about the unit's run, for the run log
 
 
 @dataclass(frozen=True)

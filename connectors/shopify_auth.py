@@ -53,6 +53,7 @@ class _Minter:
         self.http, self.shop, self.scopes = http, shop, scopes
         self.assumed_lifetime = False
         self.minted = 0
+        self.granted: set[str] | None = None  # the scopes the last token holds, when Shopify said
 
     def __call__(self) -> dict:
         form = {"grant_type": "client_credentials", "client_id": self.shop.client_id,
@@ -84,6 +85,7 @@ class _Minter:
         if not isinstance(scope, str):
             return "not stated"  # nothing to judge by: the API's ACCESS_DENIED will say it if it must
         granted = {s.strip() for s in scope.split(",") if s.strip()}
+        self.granted = granted
         if not granted & set(self.scopes):
             raise MissingScope(
                 NAME, f"the app's access token lacks the {self.scopes[0]} scope (granted: "

@@ -24,6 +24,7 @@ from storage.paths import ACCOUNT_RE, STREAMS, UnitId
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROVIDERS = ("shopify", "amazon", "ebay")
+DEFAULT_STREAMS = ("products",)  # orders are asked for: PIPELINE_STREAMS, --streams, an account's `streams`
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Account:
     name: str
     settings: object | None  # the provider's settings; None when the account cannot run
     reason: str | None = None  # why it cannot run
-    streams: tuple[str, ...] = STREAMS
+    streams: tuple[str, ...] = DEFAULT_STREAMS
     natural: bool = True  # named by its natural id (shop domain, marketplace): no `name` given
 
     @property
@@ -66,6 +67,9 @@ class Settings:
     not_configured: dict[str, str] = field(default_factory=dict)  # provider with no account -> why
     warnings: tuple[str, ...] = ()  # for the log, once per run
     accounts_file: Path | None = None
+    orders_lookback: timedelta = timedelta(minutes=60)
+    orders_customer_key: SecretStr | None = None  # PIPELINE_ORDERS_CUSTOMER=hash: the HMAC key
+    orders_key_problem: str | None = None  # its reference did not resolve: orders units fail with this
 
     def provider(self, name: str):
         """The settings of the provider's first ready account, or None."""
@@ -102,7 +106,7 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value in these settings, for redaction."""
-        values = []
+        values = [self.orders_customer_key.get_secret_value()] if self.orders_customer_key else []
         for a in self.accounts:
             for f in fields(a.settings) if a.settings is not None else ():
                 value = getattr(a.settings, f.name)
@@ -203,7 +207,31 @@ def load_settings(
         not_configured=not_configured,
         warnings=tuple(warnings),
         accounts_file=path,
+        orders_lookback=timedelta(minutes=_number(env, "PIPELINE_ORDERS_LOOKBACK_MINUTES", 60)),
+        **_orders_customer(env, resolver),
     )
+
+
+def _orders_customer(env, resolver: Resolver) -> dict:
+    """PIPELINE_ORDERS_CUSTOMER: `none` (default: customer_ref stays null) or `hash` (an HMAC-SHA256
+    of the customer's id under PIPELINE_ORDERS_CUSTOMER_KEY, a secret that may be a reference)."""
+    mode = (_get(env, "PIPELINE_ORDERS_CUSTOMER") or "none").strip().lower()
+    if mode not in ("none", "hash"):
+        raise ConfigError(f"PIPELINE_ORDERS_CUSTOMER must be none or hash (got {mode!r}).")
+    if mode == "none":
+        return {}
+    raw = _get(env, "PIPELINE_ORDERS_CUSTOMER_KEY")
+    if raw is None:
+        raise ConfigError("PIPELINE_ORDERS_CUSTOMER=hash needs PIPELINE_ORDERS_CUSTOMER_KEY: a secret of at least "
+                          "32 characters (or a reference to one, such as file:/run/secrets/orders_key).")
+    try:
+        key = resolver.resolve(raw) if is_reference(raw) else raw
+    except UnresolvedReference as exc:
+        return {"orders_key_problem": f"PIPELINE_ORDERS_CUSTOMER_KEY: {exc}"}
+    if len(key) < 32:
+        raise ConfigError("PIPELINE_ORDERS_CUSTOMER_KEY must be at least 32 characters: a short key lets anyone "
+                          "who has the data guess customer ids back from their hashes.")
+    return {"orders_customer_key": SecretStr(key)}
 
 
 def _parse(provider: str, env: Mapping[str, str], data_dir: Path):
@@ -241,7 +269,7 @@ def _account(provider: str, entry, variables: dict, resolver: Resolver, data_dir
     elif unresolved:
         unresolved = f"{provider} account {name!r}: {unresolved}"
     return Account(provider, name, None if unresolved else settings, unresolved,
-                   (entry.streams if entry else None) or STREAMS, natural=not (entry and entry.name)), None
+                   (entry.streams if entry else None) or DEFAULT_STREAMS, natural=not (entry and entry.name)), None
 
 
 def _file_accounts(path: Path, resolver: Resolver, data_dir: Path) -> list[Account]:

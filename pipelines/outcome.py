@@ -227,6 +227,8 @@ def report(name, r: ProviderResult, opts) -> None:
         log.warning("%s: partial, %s: %s", name, counts, r.reason)
     else:
         log.info("%s: %s, %s", name, r.status, counts)
-    for p in r.samples:
-        price = f"{p.price:.2f} {p.currency}" if p.price is not None else "-"
-        click.echo(f"  would write  {p.source_id:<36} {price:>14}  {p.title[:60]}")
+    for row in r.samples:
+        ident, amount, label = ((row.order_id, row.total_price, row.name or "") if hasattr(row, "order_id")
+                                else (row.source_id, row.price, row.title))
+        price = f"{amount:.2f} {row.currency}" if amount is not None else "-"
+        click.echo(f"  would write  {ident:<36} {price:>14}  {label[:60]}")

@@ -14,21 +14,19 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import islice
 
-from connectors import CONNECTORS
+from connectors.shopify_auth import MissingScope
+from connectors.shopify_graphql import AccessDenied
 from connectors.http import CircuitOpen, HttpSettings, Pacer
 from connectors.redact import Redactor
 from connectors.shopify_bulk import Checkpoint
-from normalize import amazon as amazon_normalizer
-from normalize import ebay as ebay_normalizer
-from normalize import shopify as shopify_normalizer
 from pipelines import accounts, outcome
 from pipelines.config import Settings
+from pipelines.streams import UNAVAILABLE, stream_of
 from pipelines.stages import BATCH_SIZE, Prefetch, Progress, ProviderResult, batched, keep_new, lean_gc, normalize_batch
 from storage.crash import crash_point
 from storage.destination import LocalDestination, LocalUnit, Locked
 from storage.paths import UnitId
 
-NORMALIZERS = {"shopify": shopify_normalizer, "amazon": amazon_normalizer, "ebay": ebay_normalizer}
 log = logging.getLogger("pipeline")
 
 
@@ -90,23 +88,31 @@ def run_unit(destination: LocalDestination, unit: UnitId, settings: Settings, op
     """One unit under its lock; a failure rolls back its files and state and fails it alone."""
     result, clock_start, http = ProviderResult(), time.monotonic(), None
     account = settings.account(unit)
+    if (unit.provider, unit.stream) in UNAVAILABLE:
+        return ProviderResult(status="skipped", reason=UNAVAILABLE[(unit.provider, unit.stream)])
+    if unit.stream == "orders" and settings.orders_key_problem:
+        return ProviderResult(status="failed", error_type="UnresolvedReference", error=settings.orders_key_problem)
     if not account.ready:  # a secret reference that did not resolve: this unit fails, the others run
         return ProviderResult(status="failed", reason=account.reason, error_type="UnresolvedReference",
                               error=account.reason)
     try:
         with destination.open_unit(unit, run_id=run_id, day=started.date(), dry_run=opts.dry_run) as store:
             pacer = (pacers if pacers is not None else {}).setdefault(_credential(unit, account.settings), Pacer())
-            http = CONNECTORS[unit.provider].make_client(account.settings, _http_settings(settings, unit, opts),
-                                                         sleep=rt.sleep, now=rt.now, clock=rt.clock, pacer=pacer)
+            connector = stream_of(unit.provider, unit.stream).connector
+            http = connector.make_client(account.settings, _http_settings(settings, unit, opts),
+                                         sleep=rt.sleep, now=rt.now, clock=rt.clock, pacer=pacer)
             extract_load(store, unit, account.settings, settings, opts, run_id, rt, http, result)
     except Locked as exc:
         return ProviderResult(status="locked", reason=str(exc))
+    except (MissingScope, AccessDenied) as exc:
+        if unit.stream == "orders" and not (opts.streams and unit.stream in opts.streams):
+            # A stream from the configuration that this app may not read: said, not failed. Named
+            # on the command line, its absence is a failure like any other.
+            result.status, result.reason = "skipped", Redactor(settings.secrets())(str(exc))
+        else:
+            _failed(result, exc, settings, run_id, unit)
     except Exception as exc:
-        result.status, result.written, result.files = "failed", 0, []
-        # Redacted like the logs: a library may word its error with a URL or header it was given.
-        result.error_type, result.error = type(exc).__name__, Redactor(settings.secrets())(str(exc))
-        result.circuit = "open" if isinstance(exc, CircuitOpen) else None
-        result.traceback, result.traceback_error = outcome.write_traceback(settings, run_id, unit, exc)
+        _failed(result, exc, settings, run_id, unit)
     finally:
         if http is not None:
             http.close()
@@ -118,24 +124,25 @@ def run_unit(destination: LocalDestination, unit: UnitId, settings: Settings, op
 def extract_load(store: LocalUnit, unit: UnitId, account, settings: Settings, opts: RunOptions, run_id: str,
                  rt: Runtime, http, result: ProviderResult) -> None:
     """fetch -> normalize -> dedup -> write, then commit the files, the index and the high-water mark."""
-    connector, normalizer = CONNECTORS[unit.provider], NORMALIZERS[unit.provider]
+    stream = stream_of(unit.provider, unit.stream)
     stored_mark = high_water_mark = _stored_mark(store.state)
-    records = connector.iter_records(http, account, since=_since(stored_mark, opts), lookback=settings.lookback,
-                                     clock=rt.clock, full_refresh=opts.full_refresh,
-                                     checkpoint=Checkpoint(store.meta), hints=store.meta, known=store.known)
+    records = stream.connector.iter_records(
+        http, account, since=_since(stored_mark, opts), lookback=getattr(settings, stream.lookback), clock=rt.clock,
+        full_refresh=opts.full_refresh, checkpoint=Checkpoint(store.meta),  # one per unit: its state is its own
+        hints=store.meta, known=store.known, **_stream_options(settings, unit))
     if opts.limit is None:  # a limited run must not fetch a page ahead that it will not use
         records = Prefetch(records)
     progress = Progress(str(unit))
     for raws in batched(islice(records, opts.limit), BATCH_SIZE):
         crash_point("after_fetch")
         result.fetched += len(raws)
-        high_water_mark = max([high_water_mark, *map(connector.record_cursor, raws)], key=_cursor_key)
-        products = normalize_batch(raws, normalizer, account=account.account, run_id=run_id,
-                                   fetched_at=rt.now(), quarantine=store.quarantine)
-        new = keep_new(products, store.state)
-        store.write(new)
+        high_water_mark = max([high_water_mark, *map(stream.connector.record_cursor, raws)], key=_cursor_key)
+        normalized = normalize_batch(raws, stream.normalize, stream.identity, account=account.account,
+                                     run_id=run_id, fetched_at=rt.now(), quarantine=store.quarantine)
+        new = keep_new(normalized, store.state)
+        store.write([stream.rows(record) for record in new])
         result.written += len(new)
-        result.duplicates += len(products) - len(new)
+        result.duplicates += len(normalized) - len(new)
         result.quarantined = store.quarantine.count
         progress.update(result)
     _quality_gate(result, settings.quarantine_max_percent)
@@ -144,6 +151,22 @@ def extract_load(store: LocalUnit, unit: UnitId, account, settings: Settings, op
     result.files = store.commit({"high_water_mark": _cursor_json(high_water_mark)})
     result.high_water_mark = _cursor_json(high_water_mark)
     result.samples = store.samples
+
+
+def _stream_options(settings: Settings, unit: UnitId) -> dict:
+    """What a stream's connector takes beyond the common arguments."""
+    if unit.stream == "orders":
+        key = settings.orders_customer_key
+        return {"customer_key": key.get_secret_value().encode() if key is not None else None}
+    return {}
+
+
+def _failed(result: ProviderResult, exc: Exception, settings: Settings, run_id: str, unit: UnitId) -> None:
+    result.status, result.written, result.files = "failed", 0, []
+    # Redacted like the logs: a library may word its error with a URL or header it was given.
+    result.error_type, result.error = type(exc).__name__, Redactor(settings.secrets())(str(exc))
+    result.circuit = "open" if isinstance(exc, CircuitOpen) else None
+    result.traceback, result.traceback_error = outcome.write_traceback(settings, run_id, unit, exc)
 
 
 def _credential(unit: UnitId, account) -> tuple:
@@ -158,6 +181,7 @@ def _credential(unit: UnitId, account) -> tuple:
 
 def _take_stats(result: ProviderResult, stats) -> None:
     result.requests, result.cache_hits, result.retries = stats.requests, stats.cache_hits, stats.retries
+    result.notes = dict(stats.notes) or None
     result.throttle_wait_s, result.partial_errors, result.warnings = stats.throttle_wait_s, stats.partial_errors, stats.warnings
     if stats.partial_reason and result.status == "ok":  # a quota stopped it: what came is kept
         result.status, result.reason = "partial", stats.partial_reason

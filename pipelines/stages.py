@@ -15,7 +15,6 @@ from itertools import islice
 
 from normalize import Rejected
 from normalize.dedup import raw_hash
-from normalize.models import Product
 from storage.quarantine import Quarantine
 from storage.state import ProviderState
 
@@ -38,6 +37,7 @@ class ProviderResult:
     throttle_wait_s: float = 0.0
     partial_errors: int = 0
     warnings: list[str] = field(default_factory=list)
+    notes: dict | None = None  # facts about the run of this unit (Shopify orders: how far back it can see)
     high_water_mark: list | None = None
     files: list[str] = field(default_factory=list)
     duration_s: float = 0.0
@@ -64,32 +64,33 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-def normalize_batch(raws: list, normalizer, *, account: str, fetched_at: datetime, run_id: str,
-                    quarantine: Quarantine) -> list[Product]:
-    """Products for the records that pass; the others go to quarantine with their reason."""
-    products = []
+def normalize_batch(raws: list, normalize, identity: tuple[str, int], *, account: str, fetched_at: datetime,
+                    run_id: str, quarantine: Quarantine) -> list:
+    """The normalized records (products, order versions) for the raw records that pass; the others
+    go to quarantine with their reason. `identity` is (source, normalizer version), for their hash."""
+    records = []
     for raw in raws:
         try:
-            products.append(normalizer.to_product(raw, account=account, fetched_at=fetched_at, run_id=run_id))
+            records.append(normalize(raw, account=account, fetched_at=fetched_at, run_id=run_id))
         except Rejected as exc:
-            quarantine.add(reason=exc.reason, field=exc.field, raw_hash=_safe_hash(normalizer, raw),
+            quarantine.add(reason=exc.reason, field=exc.field, raw_hash=_safe_hash(identity, raw),
                            record=raw, run_id=run_id)
         except Exception as exc:  # a normalizer bug must not sink the batch: quarantine and count
             quarantine.add(reason=f"normalizer error: {type(exc).__name__}", field=None,
-                           raw_hash=_safe_hash(normalizer, raw), record=raw, run_id=run_id)
-    return products
+                           raw_hash=_safe_hash(identity, raw), record=raw, run_id=run_id)
+    return records
 
 
-def _safe_hash(normalizer, raw) -> str:
+def _safe_hash(identity: tuple[str, int], raw) -> str:
     try:
-        return raw_hash(normalizer.SOURCE, normalizer.NORMALIZER_VERSION, raw)
+        return raw_hash(*identity, raw)
     except (TypeError, ValueError):
         return ""
 
 
-def keep_new(products: list[Product], state: ProviderState) -> list[Product]:
-    """The products whose raw_hash neither an earlier run nor this one has written. Every
-    product's version is noted: new or duplicate, its content is in the dataset once committed."""
+def keep_new(products: list, state: ProviderState) -> list:
+    """The records whose raw_hash neither an earlier run nor this one has written. Every record's
+    version is noted: new or duplicate, its content is in the dataset once committed."""
     flags = state.keep_unseen([p.raw_hash for p in products])
     state.remember_versions((p.source_id, p.source_updated_at) for p in products)
     return [p for p, new in zip(products, flags) if new]

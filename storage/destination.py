@@ -16,7 +16,7 @@ from pathlib import Path
 from normalize.models import Product
 from storage.lock import FileLease
 from storage.parquet import ROWS_PER_FILE, PartitionWriter
-from storage.paths import UnitId, legacy_lock_path, legacy_state_path, lock_path, quarantine_path, state_path
+from storage.paths import TABLES, UnitId, legacy_lock_path, legacy_state_path, lock_path, quarantine_path, state_path
 from storage.quarantine import Quarantine
 from storage.recovery import recover
 from storage.state import KnownVersions, MetaStore, ProviderState, inherit_legacy_state
@@ -91,8 +91,9 @@ class LocalUnit:
         self.unit, self.run_id, self.dry_run, self.lock = unit, run_id, dry_run, lock
         self.state = ProviderState.open(path, read_only=dry_run)
         try:
-            self.writer = DryRunSink() if dry_run else PartitionWriter(
-                data_dir, unit, run_id, day, destination.file_mode, destination.rows_per_file)
+            self.writers = {table: DryRunSink() if dry_run else PartitionWriter(
+                data_dir, unit, run_id, day, destination.file_mode, destination.rows_per_file, table=table)
+                for table in TABLES[unit.stream]}
             self.quarantine = Quarantine(quarantine_path(data_dir, unit, day, run_id), enabled=not dry_run)
             # What the connector reads and writes from its own thread: the bulk checkpoint and
             # learned page size (None in a dry run, which writes nothing), and the written versions.
@@ -113,21 +114,26 @@ class LocalUnit:
             self.roll_back()
         self.close()
 
-    def write(self, products: list[Product]) -> None:
-        self.writer.add(products)
+    def write(self, records: list[dict[str, list]]) -> None:
+        """Add the rows of new records (each a dict of table -> rows) to the unit's tables."""
+        for table, writer in self.writers.items():
+            rows = [row for record in records for row in record.get(table, ())]
+            if rows:
+                writer.add(rows)
 
     def commit(self, meta: dict) -> list[str]:
         """Publish the files, then record them, the run's hashes and `meta` in one transaction;
         returns the files, relative to the data folder. A dry run commits nothing."""
-        files = [f.as_posix() for f in self.writer.close()]
+        files = [f.as_posix() for writer in self.writers.values() for f in writer.close()]
         if not self.dry_run:
             self.state.commit(self.run_id, files, meta)
         return files
 
     def roll_back(self) -> None:
         """Best effort: whatever is left over, the next run's start-up sweep removes."""
-        with contextlib.suppress(Exception):
-            self.writer.discard()
+        for writer in self.writers.values():
+            with contextlib.suppress(Exception):
+                writer.discard()
         with contextlib.suppress(Exception):
             self.state.forget_run()
             if not self.dry_run:
@@ -142,4 +148,4 @@ class LocalUnit:
     @property
     def samples(self) -> list:
         """Rows a dry run would have written (a few), for the summary."""
-        return getattr(self.writer, "samples", [])
+        return getattr(next(iter(self.writers.values())), "samples", [])

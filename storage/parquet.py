@@ -16,9 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from normalize.models import SCHEMA, Product
+from normalize.order_models import ORDER_LINES_SCHEMA, ORDERS_SCHEMA
 from storage.crash import crash_point
-from storage.paths import (RUN_ID_RE, SOURCE_RE, UnitId, dataset_root, file_name, parse_file_name,  # noqa: F401
-                           partition_dir)
+from storage.paths import (RUN_ID_RE, SOURCE_RE, TABLES, UnitId, dataset_root, file_name,  # noqa: F401
+                           parse_file_name, partition_dir)
 
 # A row group of 25,000 rows reads fast in DuckDB, Spark and pandas and bounds the writer's memory;
 # a file of 250,000 rows (about 25 MB here) is big enough that a large catalog is a few files, not
@@ -78,8 +79,11 @@ class StagedFile:
         self.staging.unlink(missing_ok=True)
 
 
-def to_table(products: list[Product]) -> pa.Table:
-    return pa.Table.from_pylist([p.model_dump() for p in products], schema=SCHEMA)
+SCHEMAS = {"products": SCHEMA, "orders": ORDERS_SCHEMA, "order_lines": ORDER_LINES_SCHEMA}  # every table's
+
+
+def to_table(products: list[Product], schema: pa.Schema = SCHEMA) -> pa.Table:
+    return pa.Table.from_pylist([p.model_dump() for p in products], schema=schema)
 
 
 class PartitionWriter:
@@ -94,6 +98,7 @@ class PartitionWriter:
                  rows_per_file: int = ROWS_PER_FILE, row_group_rows: int = ROW_GROUP_ROWS, table: str = "products"):
         self.directory = partition_dir(data_dir, unit.provider, day, table)
         self.data_dir, self.account, self.run_id, self.mode = data_dir, unit.account, run_id, mode
+        self.schema = SCHEMAS[table]
         self.rows_per_file, self.row_group_rows = rows_per_file, min(row_group_rows, rows_per_file)
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
@@ -104,7 +109,7 @@ class PartitionWriter:
     def add(self, products: list[Product]) -> None:
         if not products:
             return
-        self.pending.append(to_table(products))
+        self.pending.append(to_table(products, self.schema))
         self.pending_rows += len(products)
         while self.pending_rows >= self.row_group_rows:
             self._write_row_group(self.row_group_rows)
@@ -136,7 +141,7 @@ class PartitionWriter:
         if self.current is None:
             path = self.directory / file_name(self.account, self.run_id, len(self.files) + 1)
             self.files.append(path)  # recorded first, so discard() also covers a failed write
-            self.current = StagedFile(path)
+            self.current = StagedFile(path, self.schema)
         room = self.rows_per_file - self.current.rows
         if group.num_rows > room:  # never let a file grow past rows_per_file
             self.pending.insert(0, group.slice(room))
@@ -153,10 +158,16 @@ class PartitionWriter:
         self.current = None
 
 
-def unit_files(data_dir: Path, unit: UnitId, *, legacy: bool = False, table: str = "products") -> list[Path]:
-    """The unit's Parquet and staging files (and, with `legacy`, its provider's files from before
-    units, whose names carry no account): never another unit's."""
-    base = dataset_root(data_dir, table) / f"source={unit.provider}"
+def unit_files(data_dir: Path, unit: UnitId, *, legacy: bool = False) -> list[Path]:
+    """The unit's Parquet and staging files in every table of its stream (and, with `legacy`, its
+    provider's files from before units, whose names carry no account): never another unit's."""
+    mine = []
+    for table in TABLES[unit.stream]:
+        mine += _files_of(dataset_root(data_dir, table) / f"source={unit.provider}", unit, legacy)
+    return sorted(mine)
+
+
+def _files_of(base: Path, unit: UnitId, legacy: bool) -> list[Path]:
     if not base.is_dir():
         return []
     mine = []
@@ -164,7 +175,7 @@ def unit_files(data_dir: Path, unit: UnitId, *, legacy: bool = False, table: str
         parsed = parse_file_name(path.name)
         if parsed is not None and (parsed[0] == unit.account or (legacy and parsed[0] is None)) and path.is_file():
             mine.append(path)
-    return sorted(mine)
+    return mine
 
 
 def sweep(data_dir: Path, unit: UnitId, uncommitted_run: str | None, *, legacy: bool = False) -> list[Path]:

@@ -1,0 +1,87 @@
+"""The Order and OrderLine models (the `orders` stream): one row per content version of an order in
+`orders`, and that version's lines in `order_lines`. The Arrow schemas derive from the models.
+
+Data-quality rules: ids present; amounts finite and not negative; quantities not negative;
+currencies three capital letters; times UTC. No personal data: no customer field is kept but an
+optional keyed hash of the customer's id (`customer_ref`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from normalize.models import Money, Text, UtcTime, arrow_schema
+
+Quantity = Annotated[Optional[int], Field(ge=0)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+OptionalCurrency = Annotated[Optional[str], StringConstraints(pattern=r"^[A-Z]{3}$")]
+Hash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Order(BaseModel):
+    """One content version of one order from one provider account."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: Literal["shopify", "ebay"]
+    account: Text
+    order_id: Text
+    name: Optional[str] = None
+    created_at: UtcTime = None
+    updated_at: UtcTime = None
+    processed_at: UtcTime = None
+    cancelled_at: UtcTime = None
+    closed_at: UtcTime = None
+    test: Optional[bool] = None
+    financial_status: Optional[str] = None
+    fulfillment_status: Optional[str] = None
+    currency: Currency
+    presentment_currency: OptionalCurrency = None
+    total_price: Money = None
+    subtotal_price: Money = None
+    total_tax: Money = None
+    total_discounts: Money = None
+    total_shipping: Money = None
+    total_refunded: Money = None
+    total_price_presentment: Money = None
+    line_count: int = Field(ge=0)
+    source_name: Optional[str] = None
+    tags: Optional[list[str]] = None
+    customer_ref: Optional[Hash] = None
+    fetched_at: datetime
+    run_id: Text
+    raw_hash: Hash
+    schema_version: int = 1
+
+
+class OrderLine(BaseModel):
+    """One line of one version of an order (`order_raw_hash` ties it to that version)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: Literal["shopify", "ebay"]
+    account: Text
+    order_id: Text
+    order_raw_hash: Hash
+    line_id: Text
+    product_id: Optional[str] = None
+    variant_id: Optional[str] = None
+    sku: Optional[str] = None
+    title: Optional[str] = None
+    vendor: Optional[str] = None
+    quantity: Quantity = None
+    current_quantity: Quantity = None
+    unit_price: Money = None
+    discounted_unit_price: Money = None
+    total_discount: Money = None
+    currency: OptionalCurrency = None
+    fetched_at: datetime
+    run_id: Text
+    schema_version: int = 1
+
+
+ORDERS_SCHEMA = arrow_schema(Order)
+ORDER_LINES_SCHEMA = arrow_schema(OrderLine)

@@ -1,0 +1,53 @@
+"""What each (provider, stream) is made of: its connector, its normalizer and the tables it writes.
+
+A unit of work (provider, account, stream) runs the same path whatever its stream: the connector
+yields raw records, the normalizer turns each into one record (a Product; an order version with
+its lines), dedup keeps the new ones by raw_hash, and each record's rows go to the stream's tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from connectors import amazon, ebay, shopify, shopify_orders
+from normalize import amazon as amazon_normalizer
+from normalize import ebay as ebay_normalizer
+from normalize import shopify as shopify_normalizer
+from normalize import shopify_orders as shopify_orders_normalizer
+
+AMAZON_HAS_NO_ORDERS = ("Amazon's Creators API has no orders (sellers' orders live in the Selling Partner API, "
+                        "which this project does not use)")
+
+
+@dataclass(frozen=True)
+class Stream:
+    connector: object  # make_client, iter_records, record_cursor
+    normalize: Callable  # raw -> record with raw_hash, source_id, source_updated_at
+    identity: tuple[str, int]  # (source, normalizer version): part of every raw_hash
+    tables: tuple[str, ...]  # where its rows go; the first holds one row per record
+    lookback: str  # the Settings attribute with the stream's re-read overlap
+
+    def rows(self, record) -> dict[str, list]:
+        """The record's rows by table."""
+        return record.rows() if hasattr(record, "rows") else {self.tables[0]: [record]}
+
+
+def _products(connector, normalizer) -> Stream:
+    return Stream(connector, normalizer.to_product, (normalizer.SOURCE, normalizer.NORMALIZER_VERSION),
+                  ("products",), "lookback")
+
+
+STREAMS = {
+    ("shopify", "products"): _products(shopify, shopify_normalizer),
+    ("amazon", "products"): _products(amazon, amazon_normalizer),
+    ("ebay", "products"): _products(ebay, ebay_normalizer),
+    ("shopify", "orders"): Stream(shopify_orders, shopify_orders_normalizer.to_order,
+                                  (shopify_orders_normalizer.SOURCE, shopify_orders_normalizer.NORMALIZER_VERSION),
+                                  ("orders", "order_lines"), "orders_lookback"),
+}
+UNAVAILABLE = {("amazon", "orders"): AMAZON_HAS_NO_ORDERS}
+
+
+def stream_of(provider: str, stream: str) -> Stream:
+    return STREAMS[(provider, stream)]
