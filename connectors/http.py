@@ -185,7 +185,7 @@ class HttpClient:
         log.info("%s: downloading %s from %s", self.provider, what, host)
         idle_s = self.settings.download_idle_timeout_s
         idle_s = self.settings.read_timeout_s if idle_s is None else idle_s
-        failed = f"{what} from {host} failed"
+        failed = f"downloading {what} from {host} failed"
         note = f"; {next_step}" if next_step else ""
         try:
             with requests.Session() as session:

@@ -85,7 +85,7 @@ def run(api, query: str, checkpoint: Checkpoint, spool_dir: Path | None = None, 
         checkpoint.clear()
         return
     with tempfile.TemporaryDirectory(dir=spool_dir, prefix="shopify-bulk-") as spool:
-        path = api.http.download(operation["url"], Path(spool) / "result.jsonl", what="the bulk result download",
+        path = api.http.download(operation["url"], Path(spool) / "result.jsonl", what="the bulk result",
                                  next_step="the next run resumes the same operation and downloads it again")
         with path.open("rb") as lines:
             yield from assemble(lines, Path(spool) / "assemble.sqlite", child)

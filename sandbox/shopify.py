@@ -30,6 +30,7 @@ from sandbox.catalog import CatalogSpec, make_catalog, mutate
 from sandbox.graphql_cost import actual_cost, requested_cost
 from sandbox.graphql_exec import Unsupported, execute_query
 from sandbox.server import SandboxServer
+from sandbox.shopify_orders import OrderBook
 from sandbox.shopify_oauth import TOKEN_PATH, TokenIssuer
 
 SCHEMA_FILE = Path(__file__).parent / "data" / "shopify_admin_schema_2025-01.json.gz"
@@ -86,13 +87,18 @@ class ShopifySandbox(SandboxServer):
     def __init__(self, spec: CatalogSpec = CatalogSpec(), *, token: str | None = "shpat_sandbox_token",
                  client_id: str | None = None, client_secret: str | None = None, token_lifetime_s: int = 5,
                  bucket_max: float = 2000, restore_rate: float = 100, throttle: bool = True,
-                 clock=time.monotonic, port: int = 0):
+                 clock=time.monotonic, port: int = 0, orders: int | None = None,
+                 scopes: str = "read_products,read_orders,read_all_orders"):
         super().__init__(port=port)
         self.token, self.throttle = token, throttle
+        self.scopes = scopes  # what the static token may do (minted tokens: self.oauth.scope)
+        self._scopes_now: set[str] = set()
         self.oauth = TokenIssuer(client_id, client_secret, lifetime_s=token_lifetime_s, clock=clock)
         self.bucket = Bucket(bucket_max, restore_rate, clock)
         self.spec = spec
         self.products = {p["id"]: p for p in make_catalog(spec)}
+        self.order_book = OrderBook(list(self.products.values()), min(spec.size // 2, 500) if orders is None else orders,
+                                    spec.seed)
         self.generation = 0
         self.throttled_count = 0
         self.charged_cost = 0
@@ -127,6 +133,12 @@ class ShopifySandbox(SandboxServer):
             self._sorted = None
         return ids
 
+    def refund_orders(self, fraction: float, now: datetime | None = None) -> list[str]:
+        """Refund a line of `fraction` of the orders, bumping their updatedAt; returns their ids."""
+        with self._lock:
+            self.generation += 1
+            return self.order_book.refund(fraction, now or datetime.now(timezone.utc), self.spec.seed + self.generation)
+
     def handle_control(self, path: str, body: dict):
         if path == "/_sandbox/mutate":
             return 200, {"changed": self.mutate(float(body.get("fraction", 0.03)))}
@@ -141,6 +153,8 @@ class ShopifySandbox(SandboxServer):
         supplied = headers.get("X-Shopify-Access-Token")
         if not ((self.token and supplied == self.token) or self.oauth.valid(supplied)):
             return 401, {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}, {}
+        granted = self.scopes if (self.token and supplied == self.token) else self.oauth.scope
+        scopes = {s.strip() for s in granted.split(",") if s.strip()}
         try:
             request = json.loads(raw_body)
             prepared = _prepare(request["query"])
@@ -165,6 +179,7 @@ class ShopifySandbox(SandboxServer):
                                                      "throttleStatus": self.bucket.status()}}}, {"kind": "throttled"}
             if self.throttle:
                 self.bucket.available -= cost
+            self._scopes_now = scopes
             data, errors = self._execute(prepared, variables)
             actual = min(cost, actual_cost(data)) if data else 0
             if self.throttle:
@@ -188,9 +203,17 @@ class ShopifySandbox(SandboxServer):
         return result.data, [e.formatted for e in result.errors] if result.errors else None
 
     def _root(self) -> dict:
+        book, now = self.order_book, datetime.now(timezone.utc)
         return {"products": self._products_connection, "product": self._product, "node": self._node_by_id,
                 "productsCount": lambda info, **_: {"count": len(self.products), "precision": "EXACT"},
-                "bulkOperationRunQuery": self._bulk_start}
+                "bulkOperationRunQuery": self._bulk_start,
+                "orders": lambda info, **args: book.connection(book.visible(self._scopes_now, now), **args),
+                "order": lambda info, id: next((book.node(o) for _, o in book.visible(self._scopes_now, now)
+                                                if o["id"] == id), None),
+                "ordersCount": lambda info, **_: {"count": len(book.visible(self._scopes_now, now)),
+                                                  "precision": "EXACT"},
+                "currentAppInstallation": lambda info: {"accessScopes": [
+                    {"handle": h, "description": h} for h in sorted(self._scopes_now)]}}
 
     # -- bulk operations ---------------------------------------------------------------------
     def _bulk_start(self, info, query):
@@ -226,7 +249,9 @@ class ShopifySandbox(SandboxServer):
             op.update(status=self.bulk_outcome, errorCode="INTERNAL_SERVER_ERROR" if self.bulk_outcome == "FAILED" else None)
             return
         lines = []
-        for product in self.products.values():
+        if op["query"].lstrip("{ ").startswith("orders"):
+            lines = self.order_book.bulk_lines(op["query"])
+        for product in self.products.values() if not lines else ():
             lines.append(json.dumps({k: v for k, v in product.items() if k != "variants"}))
             lines.extend(json.dumps({**v, "__parentId": product["id"]}) for v in product["variants"])
         if self.bulk_shuffle:  # Shopify does not promise a child line follows its parent

@@ -255,10 +255,10 @@ def test_a_stalled_download_fails_after_the_idle_timeout_naming_only_the_host(cl
     with file_host([b'{"id": "gid://shopify/Product/1"}\n'], stall=True) as (url, _):
         started = time.monotonic()
         with pytest.raises(ResponseError) as failure:
-            http.download(url, tmp_path / "result.jsonl", what="the bulk result download", next_step=RESUMES)
+            http.download(url, tmp_path / "result.jsonl", what="the bulk result", next_step=RESUMES)
         assert 0.3 <= time.monotonic() - started < 1.5
     message = str(failure.value)
-    assert message.startswith("shopify: the bulk result download from 127.0.0.1 failed") and RESUMES in message
+    assert message.startswith("shopify: downloading the bulk result from 127.0.0.1 failed") and RESUMES in message
     assert "Signature" not in message and "do-not-log" not in message and "/bulk/" not in message
     assert failure.value.__cause__ is None and failure.value.__suppress_context__  # no requests error behind it
     assert http.stats.requests == 1
