@@ -235,7 +235,13 @@ class ShopifyGraphQL:
         if estimate is None and self.bucket.maximum is not None:
             estimate = min(MAX_QUERY_COST, self.bucket.maximum)
         if estimate:
-            self.http.wait(self.bucket.seconds_until(estimate, self.clock()), throttled=True)
+            # Points are whole, and the bucket refills continuously: wait for one point more than
+            # the whole estimate, so rounding (9 x 107.33 points; a refill time of 12.08 s) can
+            # never leave the query a fraction short and THROTTLED. One point is 10 ms at 100/s.
+            needed = math.ceil(estimate - 1e-9) + 1
+            if self.bucket.maximum is not None:
+                needed = min(needed, self.bucket.maximum)  # a full bucket is all there ever is
+            self.http.wait(self.bucket.seconds_until(needed, self.clock()), throttled=True)
         body = request_with_refresh(self.http, self.auth, "POST", self.url, check=self._check, cache=cache,
                                     json_body={"query": query, "variables": variables})
         self.bucket.update(_dig(body, "extensions", "cost", optional=True), self.clock())

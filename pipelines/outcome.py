@@ -223,6 +223,8 @@ def report(name, r: ProviderResult, opts) -> None:
             log.error("%s: %s", name, r.traceback_error)
     elif r.status == "locked":
         log.warning("%s: skipped, %s", name, r.reason)
+    elif r.status == "skipped":
+        log.warning("%s: skipped: %s", name, r.reason)
     elif r.status == "partial":
         log.warning("%s: partial, %s: %s", name, counts, r.reason)
     else:

@@ -58,11 +58,16 @@ class Runtime:
 
 def select_units(settings: Settings, opts: RunOptions) -> list[UnitId]:
     """The units this run works on: every configured one, narrowed by --providers, --accounts and
-    --streams; ValueError names an unknown or ambiguous account and lists the choices."""
+    --streams; ValueError names an unknown or ambiguous account (listing the choices) or says why
+    none of the streams named can run (Amazon has no orders)."""
     units = settings.units(opts.streams)
     if opts.providers:
         units = [u for u in units if u.provider in opts.providers]
-    return accounts.select(units, opts.accounts)
+    units = accounts.select(units, opts.accounts)
+    unavailable = {UNAVAILABLE[(u.provider, u.stream)] for u in units if (u.provider, u.stream) in UNAVAILABLE}
+    if opts.streams and units and len(unavailable) and all((u.provider, u.stream) in UNAVAILABLE for u in units):
+        raise ValueError(f"--streams {','.join(opts.streams)}: nothing selected can run: " + "; ".join(sorted(unavailable)))
+    return units
 
 
 def execute(settings: Settings, opts: RunOptions, rt: Runtime) -> tuple[int, dict]:

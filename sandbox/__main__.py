@@ -29,6 +29,7 @@ def start_all(size: int = 500, port: int = 0, restore_rate: float = 1000) -> dic
     shopify = ShopifySandbox(CatalogSpec(size=size), token=DEMO_TOKEN, client_id=DEMO_CLIENT_ID,
                              client_secret=DEMO_CLIENT_SECRET, token_lifetime_s=DEMO_TOKEN_LIFETIME_S,
                              restore_rate=restore_rate, port=port).start()
+    shopify.oauth.scope = "read_products,read_orders,read_all_orders"  # the app may read orders too
     amazon = AmazonSandbox(credential_id=AMAZON_ID, credential_secret=AMAZON_SECRET, partner_tag=AMAZON_TAG,
                            requests_per_second=AMAZON_RATE).start()
     ebay = EbaySandbox(client_id=EBAY_ID, client_secret=EBAY_SECRET, requests_per_second=EBAY_RATE,
@@ -68,12 +69,14 @@ def accounts_toml(started: dict) -> tuple[str, dict]:
     text = f"""# The sandbox's accounts: secrets are references to variables, never values.
 [[shopify]]
 shop_domain = "{DEMO_SHOP}"
+streams = ["products", "orders"]
 client_id = "{DEMO_CLIENT_ID}"
 client_secret = "env:DEMO_SHOPIFY_CLIENT_SECRET"
 api_base_url = "{servers['shopify'].base_url}"
 
 [[shopify]]
 name = "eu-store"
+streams = ["products", "orders"]
 shop_domain = "{SECOND_SHOP}"
 access_token = "env:DEMO_EU_SHOP_TOKEN"
 api_base_url = "{servers['shopify_eu'].base_url}"

@@ -75,6 +75,8 @@ def main() -> None:
         ebay_items = [int(r["source_id"].split("|")[1]) - 135_000_000_000 for r in _rows("ebay")]
         changed = (servers["shopify"].mutate(0.03) + servers["shopify_eu"].mutate(0.03) + servers["amazon"].mutate(0.03)
                    + servers["ebay"].mutate(0.03, ebay_items))
+        refunds = servers["shopify"].refund_orders(0.05) + servers["shopify_eu"].refund_orders(0.05)
+        print(f"The sandboxes refunded a line of {len(refunds)} orders.")
         print(f"The sandboxes changed {len(changed)} products.")
         third = run_pipeline(env)
         print(f"  run 3 -> {summary(third)}\n")
@@ -89,12 +91,21 @@ def main() -> None:
         print(f"  {path.relative_to(DEMO_DIR)}  ({path.stat().st_size} bytes)")
     query = (f"SELECT source, account, count(*) AS rows, count(DISTINCT source_id) AS products, "
              f"min(price) AS min_price, max(price) AS max_price "
-             f"FROM read_parquet('{data}/**/*.parquet', hive_partitioning=true, union_by_name=true) "
+             f"FROM read_parquet('{data}/products/**/*.parquet', hive_partitioning=true, union_by_name=true) "
              f"GROUP BY source, account ORDER BY source, account")
     print(f"\nDuckDB: {query}")
     import duckdb
 
     for row in duckdb.sql(query).fetchall():
+        print("  ", row)
+    revenue = (f"SELECT account AS shop, CAST(processed_at AS DATE) AS day, count(*) AS orders, "
+               f"sum(total_price - total_refunded) AS revenue, any_value(currency) AS currency FROM ("
+               f"SELECT *, row_number() OVER (PARTITION BY account, order_id ORDER BY updated_at DESC) AS n "
+               f"FROM read_parquet('{data}/orders/**/*.parquet', hive_partitioning=true)) "
+               f"WHERE n = 1 AND NOT test AND cancelled_at IS NULL GROUP BY shop, day "
+               f"QUALIFY row_number() OVER (PARTITION BY shop ORDER BY day DESC) <= 4 ORDER BY shop, day DESC")
+    print(f"\nRevenue per day per shop (each order's latest version, refunds taken off; test and cancelled orders left out; the last 4 days each):\n{revenue}")
+    for row in duckdb.sql(revenue).fetchall():
         print("  ", row)
     print(f"\nRun log: {DEMO_DIR / 'logs' / 'runs.jsonl'}")
 
