@@ -101,7 +101,8 @@ def run_unit(destination: LocalDestination, unit: UnitId, settings: Settings, op
         return ProviderResult(status="failed", reason=account.reason, error_type="UnresolvedReference",
                               error=account.reason)
     try:
-        with destination.open_unit(unit, run_id=run_id, day=started.date(), dry_run=opts.dry_run) as store:
+        heir = settings.default_accounts().get(unit.provider) == unit.account and unit.stream == "products"
+        with destination.open_unit(unit, run_id=run_id, day=started.date(), dry_run=opts.dry_run, heir=heir) as store:
             pacer = (pacers if pacers is not None else {}).setdefault(_credential(unit, account.settings), Pacer())
             connector = stream_of(unit.provider, unit.stream).connector
             http = connector.make_client(account.settings, _http_settings(settings, unit, opts),

@@ -54,21 +54,23 @@ class LocalDestination:
     file_mode: int = 0o640
     rows_per_file: int = ROWS_PER_FILE
 
-    def open_unit(self, unit: UnitId, *, run_id: str, day: date, dry_run: bool) -> "LocalUnit":
+    def open_unit(self, unit: UnitId, *, run_id: str, day: date, dry_run: bool, heir: bool = False) -> "LocalUnit":
         """The unit under its lock, recovered and marked in flight; raises Locked if another run holds it.
-        A dry run takes no lock and writes nothing: state read-only, no files, quarantine counted only."""
+        A dry run takes no lock and writes nothing: state read-only, no files, quarantine counted only.
+        `heir`: the unit may inherit its provider's state from before units even when none of that
+        state's files is here to say whose it was (see storage/state.py)."""
         lock = FileLease(lock_path(self.data_dir, unit))
         if not dry_run and not lock.acquire():
             raise Locked(f"another run holds {lock.path}")
         try:
             if not dry_run:
-                self._upgrade(unit)
+                self._upgrade(unit, heir)
             return LocalUnit(self, unit, run_id, day, dry_run, lock)
         except BaseException:
             lock.release()
             raise
 
-    def _upgrade(self, unit: UnitId) -> None:
+    def _upgrade(self, unit: UnitId, heir: bool) -> None:
         """A first run after the upgrade to units takes over its provider's old state, under the old
         provider lock too, so a run of the previous release cannot be working on it meanwhile."""
         if state_path(self.data_dir, unit).exists() or not legacy_state_path(self.data_dir, unit.provider).exists():
@@ -77,7 +79,7 @@ class LocalDestination:
         if not old_lock.acquire(timeout=30):
             raise Locked(f"a run of the previous release holds {old_lock.path}")
         try:
-            inherit_legacy_state(self.data_dir, unit)
+            inherit_legacy_state(self.data_dir, unit, heir)
         finally:
             old_lock.release()
 

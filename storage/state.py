@@ -32,10 +32,12 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-def inherit_legacy_state(data_dir: Path, unit: UnitId) -> bool:
+def inherit_legacy_state(data_dir: Path, unit: UnitId, heir: bool = False) -> bool:
     """Upgrade in place: the first run of a unit whose state does not exist yet takes over its
     provider's state from before units (`state/<provider>.sqlite`) when the rows that state
-    committed belong to this unit's account. The copy goes through SQLite's backup (a hot journal
+    committed belong to this unit's account, or, when none of those files is on this machine (a CI
+    runner that keeps only the state), when the unit is its provider's `heir` (the account the
+    provider's variables define, by its natural id). The copy goes through SQLite's backup (a hot journal
     is rolled back first), then the old file is removed; the new state remembers that the
     provider's account-less files are this unit's. Call under the unit's lock. True if it did."""
     legacy, target = legacy_state_path(data_dir, unit.provider), state_path(data_dir, unit)
@@ -45,7 +47,7 @@ def inherit_legacy_state(data_dir: Path, unit: UnitId) -> bool:
     try:
         files = [row[0] for row in source.execute("SELECT path FROM files ORDER BY path")]
         owner = _account_of(data_dir, files)
-        if owner != unit.account:
+        if owner != unit.account and not (owner is None and heir):
             return False
         staging = target.with_name(f".{target.name}.tmp")
         copy = sqlite3.connect(staging, isolation_level=None)

@@ -349,3 +349,15 @@ def test_the_example_accounts_file_is_valid(tmp_path):
         "shopify:eu-store.myshopify.com/products", "shopify:us-store/products", "amazon:www.amazon.com/products",
         "ebay:us/products", "ebay:de/products"]
     assert all(a.ready for a in settings.accounts)
+
+
+def test_a_runner_that_kept_only_the_old_state_upgrades_it_for_the_accounts_default_unit(tmp_path, legacy_shop,
+                                                                                          monkeypatch):
+    """GitHub Actions keeps data/state in its cache and ships the Parquet elsewhere: the old state's
+    files are not on the runner to name their account, so the provider's own account inherits it."""
+    dirs = _legacy(tmp_path)
+    shutil.rmtree(dirs["data"] / "normalized")
+    result, record = _invoke(dirs, env=_shop_env(legacy_shop), monkeypatch=monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert record["units"][0]["written"] == 0 and len(legacy_shop.api_requests()) == 1
+    assert state_path(dirs["data"], UnitId("shopify", SHOP)).exists()
