@@ -264,6 +264,10 @@ def _account(provider: str, entry, variables: dict, resolver: Resolver, data_dir
         raise ConfigError(f"{entry.where}: {_in_file_terms(reason, provider)}")
     name = (entry.name if entry else None) or settings.account
     settings = replace(settings, name=name)
+    if provider == "ebay" and entry and "orders" in (entry.streams or ()) and settings.refresh_token is None:
+        raise ConfigError(f"{entry.where}: streams asks for orders, which are read with the seller's consent: add "
+                          "refresh_token (a reference such as env:EBAY_REFRESH_TOKEN) holding the refresh token "
+                          "the seller granted this keyset")
     if unresolved and entry is not None:
         unresolved = f"{entry.path}: {provider} account {name!r}: {unresolved}"
     elif unresolved:
