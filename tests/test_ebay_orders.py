@@ -1,7 +1,7 @@
 """eBay orders over the Sell Fulfillment API: user tokens from the seller's refresh token (minted,
 re-minted, refused), offset paging to the end, the limit bound, the date filter and its encoding,
-the two-year window, errors, the contract, no buyer detail kept, the field mapping, and dedup (a
-rerun writes nothing; a refund writes that order's new version)."""
+the two-year window, errors, the contract, no buyer detail kept, the field mapping, dedup (a rerun
+writes nothing; a refund writes that order's new version), and one account per seller."""
 
 from __future__ import annotations
 
@@ -508,6 +508,18 @@ def test_two_accounts_of_one_seller_load_each_order_once(small_seller, run, dirs
     assert {o["account"] for o in orders} == {"us"}
     assert {p["account"] for p in ds.dataset(dirs["data"] / "normalized" / "products", format="parquet",
                                              partitioning="hive").to_table().to_pylist()} == {"us", "de"}
+
+
+@pytest.mark.parametrize("us, de, args", [
+    (["products", "orders"], ["products", "orders"], ()),  # both ask, in the file
+    (["products"], ["products"], ("--streams", "orders")),  # the command line asks both
+    (["products", "orders"], ["products"], ("--accounts", "ebay:de", "--streams", "orders")),  # not the seller's
+])
+def test_one_sellers_orders_asked_of_two_accounts_is_a_configuration_error(small_seller, run, tmp_path, us, de, args):
+    result, _ = run(None, *args, env=accounts(tmp_path, small_seller, us, de))
+    assert result.exit_code == 2
+    assert "'de' and 'us' share one refresh token" in result.output and "one of them only" in result.output
+    assert REFRESH not in result.output and small_seller.api_requests() == []
 
 
 def test_accounts_of_different_sellers_each_load_their_own_orders(clock, run, dirs, tmp_path):
