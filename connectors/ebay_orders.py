@@ -36,14 +36,16 @@ HISTORY = timedelta(days=730)  # getOrders serves orders up to two years old
 USER_SCOPE = "https://api.ebay.com/oauth/api_scope/sell.fulfillment.readonly"
 REFRESH_TOKEN_HOME = "EBAY_REFRESH_TOKEN (or what the account's refresh_token refers to in the accounts file)"
 
-# What is kept of an order: None keeps a scalar, a dict keeps those keys, a list keeps each item.
-AMOUNT = {"value": None, "currency": None, "convertedFromValue": None, "convertedFromCurrency": None}
+# What is kept of an order, the fields the normalizer reads: None keeps a scalar, a dict keeps
+# those keys, a list keeps each item.
+AMOUNT = {"value": None, "currency": None}
 KEPT_FIELDS = {
     "orderId": None, "legacyOrderId": None, "creationDate": None, "lastModifiedDate": None,
     "orderFulfillmentStatus": None, "orderPaymentStatus": None,
     "cancelStatus": {"cancelState": None, "cancelledDate": None},
-    "pricingSummary": {name: AMOUNT for name in ("priceSubtotal", "priceDiscount", "deliveryCost",
-                                                 "deliveryDiscount", "tax", "adjustment", "fee", "total")},
+    "pricingSummary": {**{name: AMOUNT for name in ("priceSubtotal", "priceDiscount", "deliveryCost",
+                                                    "deliveryDiscount", "tax")},
+                       "total": {**AMOUNT, "convertedFromValue": None, "convertedFromCurrency": None}},
     "paymentSummary": {"refunds": [{"amount": AMOUNT, "refundStatus": None}]},
     "lineItems": [{"lineItemId": None, "legacyItemId": None, "legacyVariationId": None, "sku": None, "title": None,
                    "quantity": None, "lineItemCost": AMOUNT, "discountedLineItemCost": AMOUNT}],

@@ -354,6 +354,17 @@ def test_discounts_cancellations_and_refunds_map_to_their_columns():
     assert to_order(raw, account="us", fetched_at=FETCHED, run_id=RUN).order.total_refunded == Decimal("2.50")
 
 
+def test_the_projection_keeps_every_field_the_normalizer_reads():
+    book = OrderBook(SELLER, 60, NOW)
+    book.refund(0.2, NOW)
+    for full in book.orders.values():
+        kept, whole = (to_order(raw, account="us", fetched_at=FETCHED, run_id=RUN)
+                       for raw in (ebay_orders.project(full), full))
+        assert kept.order.model_dump(exclude={"raw_hash"}) == whole.order.model_dump(exclude={"raw_hash"})
+        assert [li.model_dump(exclude={"order_raw_hash"}) for li in kept.lines] == \
+            [li.model_dump(exclude={"order_raw_hash"}) for li in whole.lines]
+
+
 def test_a_unit_price_that_does_not_divide_exactly_stays_null():
     raw = raw_order(1)
     raw["lineItems"][0].update(quantity=3, lineItemCost={"value": "10.00", "currency": "USD"})
