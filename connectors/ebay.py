@@ -19,6 +19,7 @@ from connectors.http import (
     HostBoundHeaderAuth,
     HttpClient,
     HttpSettings,
+    ProviderError,
     QuotaExhausted,
     ResponseError,
     RetryableError,
@@ -34,6 +35,10 @@ SCOPE = "https://api.ebay.com/oauth/api_scope"
 RATE_LIMITED = 2001  # eBay's "Too many requests" errorId
 
 log = logging.getLogger("pipeline.ebay")
+
+
+class NothingToSearch(ProviderError):
+    """The account has no search configured, so the products stream has nothing to ask for."""
 
 
 def make_client(settings: EbaySettings, http_settings: HttpSettings, **kwargs) -> HttpClient:
@@ -58,9 +63,13 @@ def record_cursor(record) -> None:
 
 def iter_records(http: HttpClient, settings: EbaySettings, *, clock=time.monotonic, **_) -> Iterator[dict]:
     """Yield each item of every configured search, each item once, until a quota stops us."""
+    searches = [{"q": q} for q in settings.queries] + [{"category_ids": c} for c in settings.category_ids]
+    if not searches:  # an account set up for its seller's orders only
+        raise NothingToSearch(NAME, f"account {settings.account!r} has no search for the products stream: set "
+                                    "EBAY_SEARCH_QUERIES or EBAY_CATEGORY_IDS (search_queries or category_ids in "
+                                    "the accounts file), or ask this account for orders only")
     api = _BrowseApi(http, settings, clock)
     seen: set[str] = set()
-    searches = [{"q": q} for q in settings.queries] + [{"category_ids": c} for c in settings.category_ids]
     try:
         for search in searches:
             for item in api.search(search):

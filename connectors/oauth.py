@@ -1,5 +1,6 @@
-"""OAuth2 client-credentials tokens as a requests AuthBase: minted on first use, kept in memory
-for the run, re-minted shortly before they expire or once after the API refuses one.
+"""OAuth2 access tokens as a requests AuthBase: minted on first use (with the client-credentials
+grant, or eBay's refresh-token grant for a seller's user token), kept in memory for the run,
+re-minted shortly before they expire or once after the API refuses one.
 
 Tokens never reach the disk cache (token requests bypass it), a log line or an error message.
 """
@@ -31,9 +32,14 @@ class TokenRefused(AuthError):
         self.error_code = error_code
 
 
+class MissingScope(TokenRefused):
+    """The credentials cannot read what the stream reads (a scope, or the user's consent, is
+    missing): no query is sent."""
+
+
 class ClientCredentialsAuth(requests.auth.AuthBase):
     """Sets the token header (`Authorization` unless told otherwise) on requests to the API host,
-    minting a token when it needs one."""
+    minting a token when it needs one (`mint` may use any grant)."""
 
     def __init__(self, api_base_url: str, mint: Callable[[], dict], header: Callable[[str], str],
                  clock: Callable[[], float] = time.monotonic, *, header_name: str = "Authorization"):
@@ -83,10 +89,11 @@ def request_with_refresh(http: HttpClient, auth, method: str, url: str, **kwargs
         return http.request_json(method, url, auth=auth, **kwargs)
 
 
-def request_token(http: HttpClient, url: str, **kwargs) -> dict:
-    """POST to a token endpoint, never cached; a 400, 401 or 403 raises TokenRefused carrying the
+def request_token(http: HttpClient, url: str, *, basic: tuple[str, str] | None = None, **kwargs) -> dict:
+    """POST to a token endpoint, never cached, the client authenticated with HTTP Basic when
+    `basic` (client id, secret) is given; a 400, 401 or 403 raises TokenRefused carrying the
     OAuth error code of the answer. 429 and 5xx are retried like any call."""
-    noted = _OAuthErrorCode()
+    noted = _OAuthErrorCode(basic)
     try:
         return http.request_json("POST", url, auth=noted, cache=False, **kwargs)
     except (AuthError, ResponseError) as exc:
@@ -98,13 +105,17 @@ def request_token(http: HttpClient, url: str, **kwargs) -> dict:
 
 
 class _OAuthErrorCode(requests.auth.AuthBase):
-    """Adds no credential: notes the `error` code of the token endpoint's answer (RFC 6749,
-    section 5.2), which tells a wrong secret from an app that is not installed."""
+    """Notes the `error` code of the token endpoint's answer (RFC 6749, section 5.2), which tells
+    a wrong secret from an app that is not installed or a refresh token that is no longer valid;
+    adds the client's Basic credentials when it has them."""
 
-    def __init__(self):
+    def __init__(self, basic: tuple[str, str] | None = None):
         self.code: str | None = None
+        self.basic = requests.auth.HTTPBasicAuth(*basic) if basic else None
 
     def __call__(self, request):
+        if self.basic is not None:
+            request = self.basic(request)
         request.register_hook("response", self._note)
         return request
 

@@ -109,6 +109,9 @@ class EbaySettings:
     requests_per_second: float
     calls_file: Path  # the keyset's call count for the day, shared by every run and account using it
     name: str | None = None  # the account's name, when not its natural id (the marketplace id)
+    # EBAY_REFRESH_TOKEN: the seller's consent to this keyset, from which the orders stream mints
+    # user tokens. Orders belong to the seller, so accounts sharing it are one seller.
+    refresh_token: SecretStr | None = None
 
     @property
     def account(self) -> str:
@@ -121,3 +124,7 @@ class EbaySettings:
     @property
     def token_url(self) -> str:
         return f"{self.base_url}/identity/v1/oauth2/token"
+
+    @property
+    def orders_url(self) -> str:
+        return f"{self.base_url}/sell/fulfillment/v1/order"

@@ -16,7 +16,7 @@ import logging
 import time
 
 from connectors.http import HostBoundHeaderAuth, HttpClient, ResponseError
-from connectors.oauth import ClientCredentialsAuth, TokenRefused, request_token
+from connectors.oauth import ClientCredentialsAuth, MissingScope, TokenRefused, request_token
 from connectors.redact import remember
 from connectors.settings import ShopifySettings
 
@@ -31,10 +31,6 @@ PRODUCT_SCOPES = ("read_products", "write_products")
 # app_not_installed (Shopify/shopify-api-ruby#1322) and shop_not_permitted, for a shop outside the
 # app's organization (community.shopify.dev "Client credentials oauth flow from partner app not working").
 NOT_INSTALLED, NOT_PERMITTED = "app_not_installed", "shop_not_permitted"
-
-
-class MissingScope(TokenRefused):
-    """The minted token cannot read what the stream reads: no query is sent."""
 
 
 def make_auth(http: HttpClient, shop: ShopifySettings, clock=time.monotonic, *, scopes=PRODUCT_SCOPES):

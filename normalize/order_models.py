@@ -8,11 +8,13 @@ optional keyed hash of the customer's id (`customer_ref`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from normalize import Rejected
 from normalize.models import Money, Text, UtcTime, arrow_schema
 
 Quantity = Annotated[Optional[int], Field(ge=0)]
@@ -85,3 +87,36 @@ class OrderLine(BaseModel):
 
 ORDERS_SCHEMA = arrow_schema(Order)
 ORDER_LINES_SCHEMA = arrow_schema(OrderLine)
+
+
+@dataclass(frozen=True)
+class OrderVersion:
+    """One content version of an order as it is written: its row in `orders`, its lines in `order_lines`."""
+
+    order: Order
+    lines: list[OrderLine]
+
+    @property
+    def raw_hash(self) -> str:
+        return self.order.raw_hash
+
+    @property
+    def source_id(self) -> str:
+        return self.order.order_id
+
+    @property
+    def source_updated_at(self) -> datetime | None:
+        return self.order.updated_at
+
+    def rows(self) -> dict[str, list]:
+        return {"orders": [self.order], "order_lines": self.lines}
+
+
+def validated(model, prefix: str = "", **fields):
+    """A validated model, or Rejected naming the first field that broke a rule."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False)[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        raise Rejected(first["msg"], f"{prefix}{field}" if field else None) from None

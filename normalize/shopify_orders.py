@@ -7,40 +7,14 @@ the record leaves it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-
-from pydantic import ValidationError
 
 from normalize import Rejected, obj, parse_price
 from normalize.dedup import raw_hash
-from normalize.order_models import Order, OrderLine
+from normalize.order_models import Order, OrderLine, OrderVersion, validated
 
 SOURCE = "shopify"
 NORMALIZER_VERSION = 1
-
-
-@dataclass(frozen=True)
-class OrderVersion:
-    """One content version of an order as it is written: its row in `orders`, its lines in `order_lines`."""
-
-    order: Order
-    lines: list[OrderLine]
-
-    @property
-    def raw_hash(self) -> str:
-        return self.order.raw_hash
-
-    @property
-    def source_id(self) -> str:
-        return self.order.order_id
-
-    @property
-    def source_updated_at(self) -> datetime | None:
-        return self.order.updated_at
-
-    def rows(self) -> dict[str, list]:
-        return {"orders": [self.order], "order_lines": self.lines}
 
 
 def to_order(raw: dict, *, account: str, fetched_at: datetime, run_id: str) -> OrderVersion:
@@ -54,7 +28,7 @@ def to_order(raw: dict, *, account: str, fetched_at: datetime, run_id: str) -> O
         raise Rejected("expected a list", "lineItems")
     digest = raw_hash(SOURCE, NORMALIZER_VERSION, raw)
     total = _money(raw, "totalPriceSet")
-    order = _validated(
+    order = validated(
         Order, source=SOURCE, account=account, order_id=raw.get("id"), name=raw.get("name"),
         created_at=raw.get("createdAt"), updated_at=raw.get("updatedAt"), processed_at=raw.get("processedAt"),
         cancelled_at=raw.get("cancelledAt"), closed_at=raw.get("closedAt"), test=raw.get("test"),
@@ -73,7 +47,7 @@ def to_order(raw: dict, *, account: str, fetched_at: datetime, run_id: str) -> O
 
 def _line(item: dict, order: Order, fetched_at: datetime, run_id: str) -> OrderLine:
     unit = _money(item, "originalUnitPriceSet", "lineItems.")
-    return _validated(
+    return validated(
         OrderLine, prefix="lineItems.", source=SOURCE, account=order.account, order_id=order.order_id,
         order_raw_hash=order.raw_hash, line_id=item.get("id"), product_id=obj(item.get("product")).get("id"),
         variant_id=obj(item.get("variant")).get("id"), sku=item.get("sku") or None, title=item.get("name"),
@@ -97,12 +71,3 @@ def _currency(raw: dict, field: str) -> str | None:
 def _lower(value):
     return value.lower() if isinstance(value, str) else value
 
-
-def _validated(model, prefix: str = "", **fields):
-    """A validated model, or Rejected naming the first field that broke a rule."""
-    try:
-        return model(**fields)
-    except ValidationError as exc:
-        first = exc.errors(include_input=False)[0]
-        field = ".".join(str(part) for part in first["loc"]) or None
-        raise Rejected(first["msg"], f"{prefix}{field}" if field else None) from None

@@ -31,10 +31,11 @@ KEYS = {
     "ebay": {"client_id": "EBAY_CLIENT_ID", "client_secret": "EBAY_CLIENT_SECRET", "oauth_token": "EBAY_OAUTH_TOKEN",
              "marketplace_id": "EBAY_MARKETPLACE_ID", "search_queries": "EBAY_SEARCH_QUERIES",
              "category_ids": "EBAY_CATEGORY_IDS", "filter": "EBAY_FILTER", "daily_call_budget": "EBAY_DAILY_CALL_BUDGET",
-             "api_base_url": "EBAY_API_BASE_URL", "requests_per_second": "EBAY_REQUESTS_PER_SECOND"},
+             "api_base_url": "EBAY_API_BASE_URL", "requests_per_second": "EBAY_REQUESTS_PER_SECOND",
+             "refresh_token": "EBAY_REFRESH_TOKEN"},
 }
 SECRET_KEYS = {"shopify": {"access_token", "client_secret"}, "amazon": {"credential_secret"},
-               "ebay": {"client_secret", "oauth_token"}}
+               "ebay": {"client_secret", "oauth_token", "refresh_token"}}
 # Variables that are account settings rather than settings of the whole pipeline. The legacy PA-API
 # variables count too: with a file they are as ignored as the rest.
 ACCOUNT_VARIABLES = {v for keys in KEYS.values() for v in keys.values()} | {

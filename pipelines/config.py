@@ -104,6 +104,29 @@ class Settings:
                 found[a.provider] = a.name
         return found
 
+    def check_one_orders_unit_per_seller(self, units: list[UnitId]) -> None:
+        """ValueError when `units` would load one eBay seller's orders twice, or under another account
+        than the one the configuration loads them with. eBay's orders belong to the seller, not to a
+        marketplace: accounts whose refresh tokens are equal are one seller, and one of them (the one
+        whose streams ask for orders) loads its orders."""
+        configured = {}  # seller -> the account the configuration loads its orders with
+        for a in self.accounts:
+            if _seller(a) is not None and "orders" in a.streams:
+                configured.setdefault(_seller(a), a.name)
+        chosen = {}
+        for unit in units:
+            seller = _seller(self.account(unit)) if (unit.provider, unit.stream) == ("ebay", "orders") else None
+            if seller is None:
+                continue
+            first, owner = chosen.setdefault(seller, unit.account), configured.get(seller, unit.account)
+            if not unit.account == first == owner:
+                pair = sorted({first, owner, unit.account})
+                raise ValueError(
+                    f"ebay accounts {pair[0]!r} and {pair[1]!r} share one refresh token, so they are one seller, and "
+                    "eBay's orders belong to the seller, not to a marketplace: ask for orders on one of them only. "
+                    f"In the accounts file, streams = [\"products\", \"orders\"] on one and [\"products\"] on the "
+                    "other (PIPELINE_STREAMS and --streams apply to every account; --accounts picks one)")
+
     def secrets(self) -> list[str]:
         """Every secret value in these settings, for redaction."""
         values = [self.orders_customer_key.get_secret_value()] if self.orders_customer_key else []
@@ -113,6 +136,12 @@ class Settings:
                 if isinstance(value, SecretStr):
                     values.append(value.get_secret_value())
         return [v for v in values if v]
+
+
+def _seller(account: Account) -> str | None:
+    """The eBay seller an account stands for (its refresh token), or None."""
+    token = getattr(account.settings, "refresh_token", None) if account.provider == "ebay" else None
+    return token.get_secret_value() if token is not None else None
 
 
 def read_environment(env_file: Path | None) -> dict[str, str]:
@@ -184,7 +213,7 @@ def load_settings(
     if streams:
         accounts = [replace(a, streams=streams) for a in accounts]
     _check_names(accounts, path)
-    return Settings(
+    settings = Settings(
         data_dir=resolved_data_dir,
         logs_dir=_path(env, "PIPELINE_LOGS_DIR", logs_dir, REPO_ROOT / "logs"),
         cache_dir=_path(env, "PIPELINE_CACHE_DIR", cache_dir, REPO_ROOT / ".cache" / "api"),
@@ -210,6 +239,11 @@ def load_settings(
         orders_lookback=timedelta(minutes=_number(env, "PIPELINE_ORDERS_LOOKBACK_MINUTES", 60)),
         **_orders_customer(env, resolver),
     )
+    try:
+        settings.check_one_orders_unit_per_seller(settings.units())
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+    return settings
 
 
 def _orders_customer(env, resolver: Resolver) -> dict:
@@ -264,6 +298,10 @@ def _account(provider: str, entry, variables: dict, resolver: Resolver, data_dir
         raise ConfigError(f"{entry.where}: {_in_file_terms(reason, provider)}")
     name = (entry.name if entry else None) or settings.account
     settings = replace(settings, name=name)
+    if provider == "ebay" and entry and "orders" in (entry.streams or ()) and settings.refresh_token is None:
+        raise ConfigError(f"{entry.where}: streams asks for orders, which are read with the seller's consent: add "
+                          "refresh_token (a reference such as env:EBAY_REFRESH_TOKEN) holding the refresh token "
+                          "the seller granted this keyset")
     if unresolved and entry is not None:
         unresolved = f"{entry.path}: {provider} account {name!r}: {unresolved}"
     elif unresolved:

@@ -197,12 +197,18 @@ def _ebay(env, data_dir: Path) -> tuple[EbaySettings | None, str | None]:
     base_url = validate_base_url("EBAY_API_BASE_URL", base) if base else EBAY_API_BASE_URL
     budget = _number(env, "EBAY_DAILY_CALL_BUDGET", 5000, minimum=1, kind=int)
     rate = _number(env, "EBAY_REQUESTS_PER_SECOND", 5.0, minimum=0.01)
-    if not (client_id or secret or token):
+    refresh = _get(env, "EBAY_REFRESH_TOKEN")
+    if not (client_id or secret or token or refresh):
         return None, "not configured"
     missing = []
-    if not token and not (client_id and secret):
+    if refresh and not (client_id and secret):
+        # A user token is minted with the keyset the seller consented to: a static token cannot.
+        missing.append("EBAY_CLIENT_ID and EBAY_CLIENT_SECRET (EBAY_REFRESH_TOKEN is minted into user tokens "
+                       "with the keyset the seller consented to)" if not (client_id or secret) else
+                       "EBAY_CLIENT_SECRET" if client_id else "EBAY_CLIENT_ID")
+    elif not token and not (client_id and secret):
         missing.append("EBAY_CLIENT_SECRET" if client_id else "EBAY_CLIENT_ID")
-    if not (queries or categories):
+    if not (queries or categories or refresh):  # an account for orders only needs no search
         missing.append("EBAY_SEARCH_QUERIES or EBAY_CATEGORY_IDS")
     if missing:
         return None, "not configured: set " + " and ".join(missing)
@@ -214,6 +220,7 @@ def _ebay(env, data_dir: Path) -> tuple[EbaySettings | None, str | None]:
         marketplace=marketplace, queries=tuple(queries), category_ids=tuple(categories),
         filter=_get(env, "EBAY_FILTER"), daily_call_budget=budget, base_url=base_url, requests_per_second=rate,
         calls_file=data_dir / "state" / f"ebay_calls.{_keyset(client_id if minted else None)}.json",
+        refresh_token=SecretStr(refresh.strip()) if refresh else None,
     ), None
 
 

@@ -64,6 +64,7 @@ def select_units(settings: Settings, opts: RunOptions) -> list[UnitId]:
     if opts.providers:
         units = [u for u in units if u.provider in opts.providers]
     units = accounts.select(units, opts.accounts)
+    settings.check_one_orders_unit_per_seller(units)
     unavailable = {UNAVAILABLE[(u.provider, u.stream)] for u in units if (u.provider, u.stream) in UNAVAILABLE}
     if opts.streams and units and len(unavailable) and all((u.provider, u.stream) in UNAVAILABLE for u in units):
         raise ValueError(f"--streams {','.join(opts.streams)}: nothing selected can run: " + "; ".join(sorted(unavailable)))

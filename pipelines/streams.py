@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from connectors import amazon, ebay, shopify, shopify_orders
+from connectors import amazon, ebay, ebay_orders, shopify, shopify_orders
 from normalize import amazon as amazon_normalizer
 from normalize import ebay as ebay_normalizer
+from normalize import ebay_orders as ebay_orders_normalizer
 from normalize import shopify as shopify_normalizer
 from normalize import shopify_orders as shopify_orders_normalizer
 
@@ -38,13 +39,17 @@ def _products(connector, normalizer) -> Stream:
                   ("products",), "lookback")
 
 
+def _orders(connector, normalizer) -> Stream:
+    return Stream(connector, normalizer.to_order, (normalizer.SOURCE, normalizer.NORMALIZER_VERSION),
+                  ("orders", "order_lines"), "orders_lookback")
+
+
 STREAMS = {
     ("shopify", "products"): _products(shopify, shopify_normalizer),
     ("amazon", "products"): _products(amazon, amazon_normalizer),
     ("ebay", "products"): _products(ebay, ebay_normalizer),
-    ("shopify", "orders"): Stream(shopify_orders, shopify_orders_normalizer.to_order,
-                                  (shopify_orders_normalizer.SOURCE, shopify_orders_normalizer.NORMALIZER_VERSION),
-                                  ("orders", "order_lines"), "orders_lookback"),
+    ("shopify", "orders"): _orders(shopify_orders, shopify_orders_normalizer),
+    ("ebay", "orders"): _orders(ebay_orders, ebay_orders_normalizer),
 }
 UNAVAILABLE = {("amazon", "orders"): AMAZON_HAS_NO_ORDERS}
 

@@ -21,6 +21,9 @@ AMAZON_ID, AMAZON_SECRET, AMAZON_TAG = "sandbox-credential-id", "sandbox-credent
 AMAZON_RATE = 5.0  # requests per second the Amazon sandbox enforces (and the demo asks for)
 EBAY_ID, EBAY_SECRET = "sandbox-client-id", "sandbox-client-secret"
 EBAY_RATE = 10.0
+# One eBay seller's consent to the keyset: its refresh token mints the user tokens getOrders needs.
+EBAY_SELLER, EBAY_REFRESH = "demo_seller", "sandbox-ebay-refresh-token"
+EBAY_ORDERS = 120
 SECOND_SHOP, SECOND_TOKEN = "eu-demo-shop.myshopify.com", "shpat_sandbox_eu_demo_token"
 
 
@@ -33,7 +36,7 @@ def start_all(size: int = 500, port: int = 0, restore_rate: float = 1000) -> dic
     amazon = AmazonSandbox(credential_id=AMAZON_ID, credential_secret=AMAZON_SECRET, partner_tag=AMAZON_TAG,
                            requests_per_second=AMAZON_RATE).start()
     ebay = EbaySandbox(client_id=EBAY_ID, client_secret=EBAY_SECRET, requests_per_second=EBAY_RATE,
-                       token_lifetime_s=7200).start()
+                       token_lifetime_s=7200, sellers={EBAY_REFRESH: EBAY_SELLER}, orders=EBAY_ORDERS).start()
     # A second shop of its own (another host, catalog and legacy custom app token), for the
     # accounts file: an agency's two stores.
     second = ShopifySandbox(CatalogSpec(size=max(size * 3 // 5, 1), seed=11), token=SECOND_TOKEN,
@@ -55,6 +58,7 @@ def start_all(size: int = 500, port: int = 0, restore_rate: float = 1000) -> dic
         "EBAY_API_BASE_URL": ebay.base_url,
         "EBAY_CLIENT_ID": EBAY_ID,
         "EBAY_CLIENT_SECRET": EBAY_SECRET,
+        "EBAY_REFRESH_TOKEN": EBAY_REFRESH,
         "EBAY_SEARCH_QUERIES": "steel mug,camping lantern",
         "EBAY_CATEGORY_IDS": "20005",
         "EBAY_REQUESTS_PER_SECOND": str(EBAY_RATE),
@@ -63,8 +67,8 @@ def start_all(size: int = 500, port: int = 0, restore_rate: float = 1000) -> dic
 
 
 def accounts_toml(started: dict) -> tuple[str, dict]:
-    """An accounts file for the sandboxes (two shops, Amazon, eBay US and DE) and the variables its
-    `env:` references read: the secrets stay out of the file."""
+    """An accounts file for the sandboxes (two shops, Amazon, eBay US and DE of one seller) and the
+    variables its `env:` references read: the secrets stay out of the file."""
     servers, env = started["servers"], started["env"]
     text = f"""# The sandbox's accounts: secrets are references to variables, never values.
 [[shopify]]
@@ -94,8 +98,10 @@ requests_per_second = {AMAZON_RATE}
 
 [[ebay]]
 name = "us"
+streams = ["products", "orders"]                # the seller's orders, whatever marketplace sold them
 client_id = "{EBAY_ID}"
 client_secret = "env:DEMO_EBAY_SECRET"
+refresh_token = "env:DEMO_EBAY_REFRESH_TOKEN"
 search_queries = ["steel mug", "camping lantern"]
 category_ids = ["20005"]
 api_base_url = "{env['EBAY_API_BASE_URL']}"
@@ -103,15 +109,18 @@ requests_per_second = {EBAY_RATE}
 
 [[ebay]]
 name = "de"
+streams = ["products"]                          # the same seller: its orders come with "us"
 marketplace_id = "EBAY_DE"
 client_id = "{EBAY_ID}"
 client_secret = "env:DEMO_EBAY_SECRET"
+refresh_token = "env:DEMO_EBAY_REFRESH_TOKEN"
 search_queries = ["steel mug"]
 api_base_url = "{env['EBAY_API_BASE_URL']}"
 requests_per_second = {EBAY_RATE}
 """
     secrets = {"DEMO_SHOPIFY_CLIENT_SECRET": DEMO_CLIENT_SECRET, "DEMO_EU_SHOP_TOKEN": SECOND_TOKEN,
-               "DEMO_AMAZON_SECRET": AMAZON_SECRET, "DEMO_EBAY_SECRET": EBAY_SECRET}
+               "DEMO_AMAZON_SECRET": AMAZON_SECRET, "DEMO_EBAY_SECRET": EBAY_SECRET,
+               "DEMO_EBAY_REFRESH_TOKEN": EBAY_REFRESH}
     return text, secrets
 
 

@@ -1,10 +1,12 @@
 """`make demo`: the pipeline end to end on the sandbox, into a data directory of its own.
 
 Runs the real CLI as a separate process, exactly as cron would (from `/`, settings from the
-environment and an accounts file: two Shopify shops, Amazon, eBay US and DE): a first run, a second
-run that writes nothing, then 3% of each catalog changes and a third run writes exactly those. Shopify is reached as a shop set up since 2026 is: a Dev
-Dashboard app's client credentials, whose tokens the sandbox lets live two seconds, so the first
-run outlives its token and re-mints it.
+environment and an accounts file: two Shopify shops with their orders, Amazon, eBay US and DE of
+one seller, whose orders the US account loads): a first run, a second run that writes nothing, then
+3% of each catalog changes and 5% of the orders get a refund, and a third run writes exactly those.
+Shopify is reached as a shop set up since 2026 is: a Dev Dashboard app's client credentials, whose
+tokens the sandbox lets live two seconds, so the first run outlives its token and re-mints it.
+eBay's orders are read with user tokens minted from the seller's refresh token.
 """
 
 from __future__ import annotations
@@ -60,9 +62,12 @@ def main() -> None:
     accounts.write_text(text)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SHOPIFY_", "AMAZON_", "EBAY_", "PIPELINE_"))},
            **secrets, "PIPELINE_ACCOUNTS_FILE": str(accounts), "PIPELINE_ENV_FILE": os.devnull}
-    print(f"Accounts: {accounts} (two Shopify shops, Amazon, eBay US and DE; secrets as env: references)")
+    print(f"Accounts: {accounts} (two Shopify shops, Amazon, eBay US and DE of one seller; secrets as env: "
+          "references)")
     print(f"Shopify {DEMO_SHOP}: client credentials, tokens living {DEMO_TOKEN_LIFETIME_S}s in the sandbox; "
-          "eu-store: a legacy custom app's token\n")
+          "eu-store: a legacy custom app's token")
+    print("eBay us and de share the seller's refresh token: us asks for its orders (all marketplaces), de for "
+          "products only\n")
     units = subprocess.run([sys.executable, str(REPO / "pipelines" / "run_pipeline.py"), "units"], env=env, cwd="/",
                            capture_output=True, text=True, check=True).stdout
     print("$ run_pipeline.py units\n" + units)
@@ -75,12 +80,14 @@ def main() -> None:
         ebay_items = [int(r["source_id"].split("|")[1]) - 135_000_000_000 for r in _rows("ebay")]
         changed = (servers["shopify"].mutate(0.03) + servers["shopify_eu"].mutate(0.03) + servers["amazon"].mutate(0.03)
                    + servers["ebay"].mutate(0.03, ebay_items))
-        refunds = servers["shopify"].refund_orders(0.05) + servers["shopify_eu"].refund_orders(0.05)
+        refunds = (servers["shopify"].refund_orders(0.05) + servers["shopify_eu"].refund_orders(0.05)
+                   + servers["ebay"].refund_orders(0.05))
         print(f"The sandboxes refunded a line of {len(refunds)} orders.")
         print(f"The sandboxes changed {len(changed)} products.")
         third = run_pipeline(env)
         print(f"  run 3 -> {summary(third)}\n")
-        print(f"The Shopify sandbox minted {servers['shopify'].oauth.minted} access tokens over the three runs.\n")
+        print(f"The Shopify sandbox minted {servers['shopify'].oauth.minted} access tokens over the three runs; "
+              f"the eBay sandbox minted {servers['ebay'].user_minted} user tokens from the seller's refresh token.\n")
     finally:
         for server in started["servers"].values():
             server.stop()
@@ -98,13 +105,14 @@ def main() -> None:
 
     for row in duckdb.sql(query).fetchall():
         print("  ", row)
-    revenue = (f"SELECT account AS shop, CAST(processed_at AS DATE) AS day, count(*) AS orders, "
+    revenue = (f"SELECT source || ':' || account AS shop, CAST(processed_at AS DATE) AS day, count(*) AS orders, "
                f"sum(total_price - total_refunded) AS revenue, any_value(currency) AS currency FROM ("
-               f"SELECT *, row_number() OVER (PARTITION BY account, order_id ORDER BY updated_at DESC) AS n "
+               f"SELECT *, row_number() OVER (PARTITION BY source, account, order_id ORDER BY updated_at DESC) AS n "
                f"FROM read_parquet('{data}/orders/**/*.parquet', hive_partitioning=true)) "
-               f"WHERE n = 1 AND NOT test AND cancelled_at IS NULL GROUP BY shop, day "
+               f"WHERE n = 1 AND NOT coalesce(test, false) AND cancelled_at IS NULL GROUP BY shop, day "
                f"QUALIFY row_number() OVER (PARTITION BY shop ORDER BY day DESC) <= 4 ORDER BY shop, day DESC")
-    print(f"\nRevenue per day per shop (each order's latest version, refunds taken off; test and cancelled orders left out; the last 4 days each):\n{revenue}")
+    print(f"\nRevenue per day per shop and eBay seller (each order's latest version, refunds taken off; test and "
+          f"cancelled orders left out; eBay has no test flag; the last 4 days each):\n{revenue}")
     for row in duckdb.sql(revenue).fetchall():
         print("  ", row)
     print(f"\nRun log: {DEMO_DIR / 'logs' / 'runs.jsonl'}")

@@ -1,9 +1,14 @@
-"""A local eBay Browse API (item_summary/search) and OAuth token endpoint.
+"""A local eBay Browse API (item_summary/search), Sell Fulfillment API (getOrders) and OAuth
+token endpoint.
 
-Follows the repository's compact contract (`sandbox/data/ebay_browse_contract.json`, derived from
-eBay's published OpenAPI contract): the documented parameter limits and error ids, optional fields
-sometimes absent, short-lived tokens, a request rate it enforces with 429 (errorId 2001) apart from
-random faults, and a daily quota.
+Follows the repository's compact contracts (`sandbox/data/ebay_browse_contract.json` and
+`ebay_fulfillment_contract.json`, derived from eBay's published OpenAPI contracts): the documented
+parameter limits and error ids, optional fields sometimes absent, short-lived tokens, a request
+rate it enforces with 429 (errorId 2001) apart from random faults, and a daily search quota.
+
+Tokens: application tokens (client-credentials grant) for search, and user tokens minted from a
+seller's refresh token (refresh-token grant) for orders. getOrders answers a seller's orders,
+whatever marketplace the request names, and refuses an application token (errorId 1100).
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import random
 import secrets
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
+from sandbox.ebay_orders import ORDERS_PATH, SCOPES as ORDER_SCOPES, OrderBook, get_orders
 from sandbox.server import SandboxServer
 
 CONTRACT = json.loads((Path(__file__).parent / "data" / "ebay_browse_contract.json").read_text())
@@ -40,7 +47,8 @@ class EbaySandbox(SandboxServer):
     def __init__(self, *, client_id: str = "sandbox-client-id", client_secret: str = "sandbox-client-secret",
                  token_lifetime_s: float = 7200, requests_per_second: float = 5.0, daily_quota: int = 5000,
                  revoke_tokens_every: int | None = None, next_host: str | None = None,
-                 clock=time.monotonic, port: int = 0):
+                 clock=time.monotonic, port: int = 0, sellers: dict[str, str] | None = None, orders: int = 0,
+                 granted_scopes: frozenset = ORDER_SCOPES, now=lambda: datetime.now(timezone.utc)):
         super().__init__(port=port)
         self.client_id, self.client_secret = client_id, client_secret
         self.token_lifetime_s, self.min_interval = token_lifetime_s, 1.0 / requests_per_second
@@ -54,6 +62,11 @@ class EbaySandbox(SandboxServer):
         self.price_bump: dict[int, float] = {}
         self.last_accepted: float | None = None
         self._lock = threading.Lock()
+        # Sellers: refresh token -> seller id, each with `orders` orders; the scopes their consent granted.
+        self.sellers, self.granted_scopes, self.now = dict(sellers or {}), granted_scopes, now
+        self.order_books = {seller: OrderBook(seller, orders, now()) for seller in set(self.sellers.values())}
+        self.user_tokens: dict[str, tuple[str, float]] = {}  # user token -> (seller, expires at)
+        self.user_minted = self.order_calls = 0
 
     # -- catalog -----------------------------------------------------------------------------
     def results(self, key: str) -> tuple[int, callable]:
@@ -110,11 +123,24 @@ class EbaySandbox(SandboxServer):
     def expire_tokens(self) -> None:
         with self._lock:
             self.tokens = {t: self.clock() - 1 for t in self.tokens}
+            self.user_tokens = {t: (seller, self.clock() - 1) for t, (seller, _) in self.user_tokens.items()}
+
+    def refund_orders(self, fraction: float, seed: int = 0) -> list[str]:
+        """Refund a line of `fraction` of every seller's orders (lastModifiedDate moves to now)."""
+        with self._lock:
+            return [oid for book in self.order_books.values() for oid in book.refund(fraction, self.now(), seed)]
+
+    def revoke(self, refresh_token: str) -> None:
+        """The seller withdraws consent (or the token expires): the refresh grant answers invalid_grant."""
+        with self._lock:
+            self.sellers.pop(refresh_token, None)
 
     # -- the API -----------------------------------------------------------------------------
     def handle_api(self, method, path, headers, raw, query=None):
         if method == "POST" and path == TOKEN_PATH:
             return self._token(headers, raw)
+        if method == "GET" and path == ORDERS_PATH:
+            return self._orders(headers, query or {})
         if method != "GET" or path != SEARCH_PATH:
             return 404, {"errors": [{"errorId": 404, "message": "Not found"}]}, {}
         self.api_calls += 1
@@ -137,11 +163,34 @@ class EbaySandbox(SandboxServer):
             return _error(409, 12019, f"The {marketplace} marketplace is not supported.", category="BUSINESS")
         return self._search(query or {}, marketplace)
 
+    def _orders(self, headers, query: dict):
+        """getOrders for the seller whose user token this is; an application token is refused."""
+        self.api_calls += 1
+        if self.revoke_tokens_every and self.api_calls % self.revoke_tokens_every == 0:
+            self.expire_tokens()
+        header = headers.get("Authorization") or ""
+        token = header[len("Bearer "):] if header.startswith("Bearer ") else None
+        if token in self.tokens:  # an application token: it speaks for no seller
+            return _error(403, 1100, "Access denied", domain="ACCESS")
+        seller, expires = self.user_tokens.get(token, (None, None))
+        if seller is None or self.clock() >= expires:
+            return _error(401, 1001, "Invalid access token", domain="OAuth")
+        with self._lock:
+            now = self.clock()
+            if self.last_accepted is not None and now - self.last_accepted < self.min_interval * 0.9:
+                self.rate_limited += 1
+                return _error(429, 2001, "Too many requests.", domain="ACCESS")
+            self.last_accepted = now
+            self.order_calls += 1
+            return get_orders(self.order_books[seller], query, self.now(), self.base_url)
+
     def _token(self, headers, raw):
         expected = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
         if headers.get("Authorization") != f"Basic {expected}":
             return 401, {"error": "invalid_client", "error_description": "client authentication failed"}, {}
         fields = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+        if fields.get("grant_type") == "refresh_token":
+            return self._user_token(fields)
         if fields.get("grant_type") != "client_credentials" or fields.get("scope") != SCOPE:
             return 400, {"error": "invalid_scope", "error_description": "The requested scope is invalid"}, {}
         token = "v^1.1#i^1#sandbox" + secrets.token_hex(24)
@@ -150,6 +199,23 @@ class EbaySandbox(SandboxServer):
             self.minted += 1
         return 200, {"access_token": token, "expires_in": int(self.token_lifetime_s),
                      "token_type": "Application Access Token"}, {"kind": "token"}
+
+    def _user_token(self, fields: dict):
+        """The refresh-token grant: a two-hour user token for the seller who granted the refresh token."""
+        seller = self.sellers.get(fields.get("refresh_token"))
+        if seller is None:
+            return 400, {"error": "invalid_grant", "error_description": "the provided authorization refresh token "
+                         "is invalid or was issued to another client"}, {}
+        asked = set((fields.get("scope") or "").split())
+        if not asked or not asked <= self.granted_scopes:
+            return 400, {"error": "invalid_scope", "error_description": "The requested scope is invalid, unknown, "
+                         "malformed, or exceeds the scope granted to the client"}, {}
+        token = "v^1.1#i^1#p^3#sandbox-user" + secrets.token_hex(24)
+        with self._lock:
+            self.user_tokens[token] = (seller, self.clock() + self.token_lifetime_s)
+            self.user_minted += 1
+        return 200, {"access_token": token, "expires_in": int(self.token_lifetime_s),
+                     "token_type": "User Access Token"}, {"kind": "user_token"}
 
     def _search(self, query: dict, marketplace: str = "EBAY_US"):
         known = CONTRACT["parameters"]

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LOWER_LAYERS = ("connectors", "normalize", "storage")
-PROVIDER_MODULES = ("connectors/shopify*.py", "connectors/amazon.py", "connectors/ebay.py")
+PROVIDER_MODULES = ("connectors/shopify*.py", "connectors/amazon.py", "connectors/ebay*.py")
 HTTP_LIBRARIES = ("requests", "requests_cache", "tenacity")
 MAX_LINES = 400
 UNLIMITED_FOLDERS = ("tests/", "sandbox/", "bench/")
@@ -65,7 +65,7 @@ def test_connectors_normalizers_and_storage_never_import_pipelines():
 
 def test_provider_connectors_leave_http_to_the_http_layer():
     paths = modules(*PROVIDER_MODULES)
-    assert {p.name for p in paths} >= {"shopify.py", "shopify_bulk.py", "amazon.py", "ebay.py"}
+    assert {p.name for p in paths} >= {"shopify.py", "shopify_bulk.py", "amazon.py", "ebay.py", "ebay_orders.py"}
     found = offences(paths, HTTP_LIBRARIES)
     assert not found, "sessions, timeouts, the cache and retries belong to connectors/http.py:\n" + "\n".join(found)
 

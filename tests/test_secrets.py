@@ -11,7 +11,7 @@ import secrets
 import stat
 from itertools import islice
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -169,3 +169,61 @@ def test_an_error_worded_with_the_client_secret_or_a_minted_token_is_redacted(cc
     assert result.exit_code == 1 and "could not reuse" in entry["error"] and used
     written = [entry["error"], result.output, Path(entry["traceback"]).read_text()]
     assert all(used[0] not in text and CLIENT_SECRET not in text for text in written)
+
+
+def test_no_ebay_refresh_token_or_user_token_survives_any_error_path(run, dirs, clock, monkeypatch):
+    """The seller's refresh token and the user tokens minted from it, through a good run, re-mints,
+    a failing API, a development run's cache, an error worded with both, and a refused refresh
+    token: then every byte written or printed is searched for each."""
+    from connectors import ebay_orders
+    from tests.test_ebay_orders import cached_answers
+
+    refresh = f"sentinel-ebay-refresh-{secrets.token_hex(12)}"
+    outputs, used = [], []
+    with EbaySandbox(clock=clock, sellers={refresh: "seller"}, orders=30, token_lifetime_s=3,
+                     revoke_tokens_every=3) as ebay:
+        env = {"EBAY_API_BASE_URL": ebay.base_url, "EBAY_CLIENT_ID": ebay.client_id,
+               "EBAY_CLIENT_SECRET": ebay.client_secret, "EBAY_REFRESH_TOKEN": refresh,
+               "EBAY_SEARCH_QUERIES": "steel mug", "PIPELINE_STREAMS": "products,orders",
+               "PIPELINE_MAX_ATTEMPTS": "2", "PIPELINE_REQUEST_DEADLINE_SECONDS": "1"}
+
+        def go(*args):
+            result, _ = run(None, *args, env=env)
+            outputs.append(result.output)
+            return result
+
+        assert go("--verbose").exit_code == 0  # files, state, run log; user tokens re-minted on 401
+        # 1. The refresh token went to the token endpoint and user tokens to getOrders.
+        grants = [e for e in ebay.log if e.get("kind") == "user_token"]
+        assert grants and all(refresh in unquote(e["body"]) for e in grants)
+        bearers = {e["headers"].get("Authorization", "")[len("Bearer "):] for e in ebay.log
+                   if e["path"] == "/sell/fulfillment/v1/order"}
+        assert ebay.user_minted >= 2 and bearers & set(ebay.user_tokens)
+        # 2. Every error path.
+        ebay.inject(Fault("status", status=500, times=99))
+        assert go("--verbose", "--streams", "orders", "--full-refresh").exit_code == 1
+        ebay.faults.clear()
+        go("--verbose", "--dry-run", "--limit", "5")  # a development run: the cache is written
+        real = ebay_orders.iter_records
+
+        def failing(http, settings, **kwargs):
+            yield from islice(real(http, settings, **kwargs), 1)  # mints a user token
+            used.extend(ebay.user_tokens)
+            raise RuntimeError(f"could not use {used[-1]} minted from {refresh}")
+
+        monkeypatch.setattr(ebay_orders, "iter_records", failing)
+        assert go("--verbose", "--streams", "orders", "--full-refresh").exit_code == 1
+        monkeypatch.setattr(ebay_orders, "iter_records", real)
+        ebay.revoke(refresh)
+        refused = go("--verbose", "--streams", "orders", "--full-refresh")
+        assert refused.exit_code == 1 and "must consent again" in refused.output
+        minted = [*ebay.user_tokens, *used]
+    haystack = [("output", "\n".join(outputs).encode()), *(("cache", body) for body in cached_answers(dirs["cache"]))]
+    for root in dirs.values():
+        haystack += [(str(path), path.read_bytes()) for path in root.rglob("*") if path.is_file()]
+    assert any("tracebacks" in name for name, _ in haystack) and any(name.endswith(".parquet") for name, _ in haystack)
+    assert any("could not use ***" in data.decode("utf-8", "replace") for _, data in haystack)  # redacted, not dropped
+    needles = [refresh, *minted]
+    hits = [(name, needle) for name, data in haystack for needle in needles for form in forms(needle) if form in data]
+    print(f"searched {len(haystack)} files and outputs for {len(needles)} secrets in 3 forms: {len(hits)} hits")
+    assert hits == []

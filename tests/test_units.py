@@ -343,11 +343,11 @@ def test_version_1_history_is_read_as_the_default_units_baseline_and_freshness(t
 def test_the_example_accounts_file_is_valid(tmp_path):
     example = Path(__file__).resolve().parent.parent / "accounts.example.toml"
     names = ["SHOPIFY_EU_CLIENT_ID", "SHOPIFY_EU_CLIENT_SECRET", "SHOPIFY_US_TOKEN", "AMAZON_CREATORS_CREDENTIAL_ID",
-             "AMAZON_CREATORS_CREDENTIAL_SECRET", "EBAY_CLIENT_ID", "EBAY_CLIENT_SECRET"]
+             "AMAZON_CREATORS_CREDENTIAL_SECRET", "EBAY_CLIENT_ID", "EBAY_CLIENT_SECRET", "EBAY_REFRESH_TOKEN"]
     settings = load_settings({"PIPELINE_ACCOUNTS_FILE": str(example), **{n: "x" * 12 for n in names}})
     assert [str(u) for u in settings.units()] == [
         "shopify:eu-store.myshopify.com/products", "shopify:us-store/products", "amazon:www.amazon.com/products",
-        "ebay:us/products", "ebay:de/products"]
+        "ebay:us/products", "ebay:us/orders", "ebay:de/products"]
     assert all(a.ready for a in settings.accounts)
 
 
