@@ -10,7 +10,6 @@ JSON back, or one of the `ProviderError` classes carrying what a person needs to
 from __future__ import annotations
 
 import email.utils
-import json
 import logging
 import os
 import time
@@ -24,6 +23,7 @@ import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
+from connectors import jsondecode
 from connectors.cache import cached_session
 # The error classes live in connectors/errors.py; they are re-exported here so that
 # `from connectors.http import AuthError` keeps working for connectors and the command.
@@ -281,7 +281,7 @@ class HttpClient:
                                   status=status, request_id=rid)
         body = None
         try:
-            body = json.loads(response.content)
+            body = jsondecode.loads(response.content)
         except ValueError:
             pass
         if status == 429 or status >= 500:

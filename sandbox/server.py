@@ -154,7 +154,10 @@ def _make_handler(sandbox: SandboxServer):
             self.wfile.write(data)
 
         def _send_json(self, status: int, body, headers: dict | None = None):
-            data = json.dumps(body).encode()
+            try:  # UTF-8 as the real APIs answer, not \u escapes; a planted lone surrogate stays escaped
+                data = json.dumps(body, ensure_ascii=False).encode()
+            except UnicodeEncodeError:
+                data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
