@@ -87,8 +87,7 @@ def fetch_bulk(sandbox, root: Path, stage) -> list:
     path = http.download(operation["url"], root / "result.jsonl")
     http.close()
     with stage:
-        with path.open("rb") as lines:
-            raws = list(shopify_bulk.assemble(lines, root / "assemble.sqlite"))
+        raws = list(shopify_bulk.assemble_file(path, root / "assemble.sqlite"))
     return raws
 
 

@@ -304,10 +304,20 @@ class ShopifySandbox(SandboxServer):
 
 
 def _bulk_lines(products):
-    """JSONL lines of a bulk result: a product, then each variant with its __parentId."""
+    """JSONL lines of a bulk result as Shopify writes them (compact UTF-8): a product, then each
+    variant with its __parentId last."""
     for product in products:
-        yield json.dumps({k: v for k, v in product.items() if k != "variants"})
-        yield from (json.dumps({**v, "__parentId": product["id"]}) for v in product["variants"])
+        yield _jsonl({k: v for k, v in product.items() if k != "variants"})
+        yield from (_jsonl({**v, "__parentId": product["id"]}) for v in product["variants"])
+
+
+def _jsonl(value) -> str:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate a test planted: escaped, as UTF-8 cannot carry it
+        text = json.dumps(value, separators=(",", ":"))
+    return text
 
 
 class _IndexKeys:
