@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from normalize.models import SCHEMA, Product
+from normalize.models import SCHEMA, Product, arrow_rows
 from storage.crash import crash_point
 from storage.paths import (RUN_ID_RE, SOURCE_RE, UnitId, dataset_root, file_name, parse_file_name,  # noqa: F401
                            partition_dir)
@@ -79,7 +79,7 @@ class StagedFile:
 
 
 def to_table(products: list[Product]) -> pa.Table:
-    return pa.Table.from_pylist([p.model_dump() for p in products], schema=SCHEMA)
+    return pa.Table.from_pylist(arrow_rows(products), schema=SCHEMA)
 
 
 class PartitionWriter:

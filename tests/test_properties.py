@@ -312,3 +312,21 @@ def test_text_cleaning_shortcut_equals_the_full_cleaning(text, multiline, limit)
     from normalize.models import _clean_text
     assert _clean_text(limit, multiline=multiline)(text) == first_release_clean(text, limit, multiline)
 
+
+
+@pytest.mark.parametrize("name", NORMALIZERS)
+def test_arrow_rows_are_the_model_dump(name):
+    """The Parquet writer reads fields straight from the instances: the very values model_dump gives."""
+    from normalize.models import arrow_rows
+    module, base = NORMALIZERS[name]
+
+    @CHECK
+    @given(near_valid(base))
+    def check(raw):
+        try:
+            product = normalize(module, raw)
+        except Rejected:
+            return
+        assert arrow_rows([product]) == [product.model_dump()]
+
+    check()
