@@ -125,8 +125,8 @@ def mutate(product: dict, now: datetime, generation: int) -> dict:
 # bytes to several KB of HTML with non-ASCII text (and its tag-stripped form, as Shopify's
 # `description`), 0 to 10 tags, a featured image on most, free products and free variants, and
 # compareAtPrice, barcode, inventoryQuantity, vendor and productType often null or empty.
-RICH_VARIANT_COUNTS = (1, 2, 3, 4, 5, 6, 8, 12, 20, 40)
-RICH_VARIANT_WEIGHTS = (54, 19, 11, 6, 3.5, 2.5, 2, 1.2, 0.5, 0.3)
+RICH_VARIANT_COUNTS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 20)
+RICH_VARIANT_WEIGHTS = (50, 20, 12, 7, 4, 3, 2.2, 1.4, 0.3, 0.1)
 RICH_HUGE_EVERY = 1000  # every Nth product has 100 to 250 variants
 SENTENCES = [
     "Handgefertigt in kleinen Serien, geprüft auf Größe und Passform.",
