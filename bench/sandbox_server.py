@@ -49,6 +49,7 @@ def main() -> None:
         variants = sum(len(p["variants"]) for p in server.products.values())
     server.bulk_shuffle = args.bulk_order == "shuffled"
     server.bulk_polls_to_finish = 1
+    server.bulk_in_background = True
     server.start()
     print(json.dumps({"base_url": server.base_url, "pid": os.getpid(), "token": TOKEN, "variants": variants,
                       "catalog": args.catalog}), flush=True)

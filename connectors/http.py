@@ -185,6 +185,7 @@ class HttpClient:
         idle_s = self.settings.read_timeout_s if idle_s is None else idle_s
         failed = f"{what} from {host} failed"
         note = f"; {next_step}" if next_step else ""
+        started = time.monotonic()
         try:
             with requests.Session() as session:
                 session.trust_env = False  # no proxy or .netrc credentials from the environment
@@ -201,6 +202,8 @@ class HttpClient:
             raise ResponseError(self.provider, f"{failed} ({type(exc).__name__}){note}") from None
         finally:
             self.stats.requests += 1
+        log.info("%s: downloaded %s (%.0f MB) in %.1fs", self.provider, what, path.stat().st_size / 1e6,
+                 time.monotonic() - started)
         return path
 
     def request_json(

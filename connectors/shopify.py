@@ -260,9 +260,9 @@ class _ProductsApi:
             variants.extend(more.get("nodes") or [])
             page_info = more.get("pageInfo") or {}
             after = page_info.get("endCursor") if page_info.get("hasNextPage") else None
-        record = {k: v for k, v in node.items() if k != "variants"}
-        record["variants"] = variants
-        return record
+        del node["variants"]  # the parsed answer is ours alone: reshaped in place, not copied
+        node["variants"] = variants
+        return node
 
     def query(self, query: str, variables: dict) -> dict:
         """One paced GraphQL call that is never cached (bulk operations change from call to call)."""

@@ -108,6 +108,7 @@ class ShopifySandbox(SandboxServer):
         self.bulk_polls_to_finish = 3  # polls before an operation completes
         self.bulk_outcome = "COMPLETED"  # or FAILED, EXPIRED, CANCELED
         self.bulk_shuffle = True  # False: each product's line followed by its variants' (Shopify's usual order)
+        self.bulk_in_background = False  # True: the result is written by a thread while polls answer RUNNING
         self.bulk_denied = False
         self.storage = StorageServer()  # the signed-URL download host, a different host:port
         admin_schema()
@@ -221,9 +222,13 @@ class ShopifySandbox(SandboxServer):
             op["polls"] += 1
             if op["status"] in ("CREATED", "RUNNING"):
                 op["status"] = "RUNNING"
-                if op["polls"] >= self.bulk_polls_to_finish:
+                if op["polls"] >= self.bulk_polls_to_finish and self.bulk_in_background:
+                    if "writer" not in op:  # a million products take a while: never longer than a poll
+                        op["writer"] = threading.Thread(target=self._bulk_finish, args=(op,), daemon=True)
+                        op["writer"].start()
+                elif op["polls"] >= self.bulk_polls_to_finish:
                     self._bulk_finish(op)
-            return op
+            return {k: v for k, v in op.items() if k != "writer"}
         product = self.products.get(id)
         return {**self._node(product), "__typename": "Product"} if product else None
 
