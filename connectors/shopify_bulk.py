@@ -192,6 +192,7 @@ def _stream_grouped(lines) -> Iterator[dict]:
             product = record
             product["variants"] = []
         elif product is not None and parent == product.get("id"):
+            del record["__parentId"]  # as _variant does
             product["variants"].append(record)
         else:
             raise NotGrouped("shopify", "a line of the bulk result belongs to a product other than the one "
@@ -201,7 +202,8 @@ def _stream_grouped(lines) -> Iterator[dict]:
 
 
 def assemble(lines, spool: Path) -> Iterator[dict]:
-    """Products with their variants from JSONL lines in any order, using an on-disk index."""
+    """Products with their variants from JSONL lines in any order, using an on-disk index. A
+    variant's __parentId, which only said where it belongs, is dropped (raw_hash ignores it)."""
     con = sqlite3.connect(spool, isolation_level=None)
     try:
         con.execute("PRAGMA journal_mode=OFF")
@@ -223,11 +225,18 @@ def assemble(lines, spool: Path) -> Iterator[dict]:
         con.execute("CREATE INDEX children_parent ON children(parent)")
         for product_id, body in _parents(con):
             product = jsondecode.loads(body)
-            product["variants"] = [jsondecode.loads(b) for (b,) in
+            product["variants"] = [_variant(b) for (b,) in
                                    con.execute("SELECT body FROM children WHERE parent = ?", (product_id,))]
             yield product
     finally:
         con.close()
+
+
+def _variant(line: str) -> dict:
+    """A variant line's record without its __parentId (a variant reads as it does from a paged query)."""
+    record = jsondecode.loads(line)
+    record.pop("__parentId", None)
+    return record
 
 
 def _parents(con) -> Iterator[tuple[str, str]]:

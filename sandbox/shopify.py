@@ -238,7 +238,7 @@ class ShopifySandbox(SandboxServer):
             return
         name = op["id"].rsplit("/", 1)[-1]
         if self.bulk_shuffle:  # Shopify does not promise a child line follows its parent
-            lines = list(_bulk_lines(self.products.values()))
+            lines = list(_bulk_lines(self.products.values(), op["query"]))
             random.Random(len(lines)).shuffle(lines)
             self.storage.files[name] = ("\n".join(lines) + "\n").encode()
             count, size = len(lines), len(self.storage.files[name])
@@ -246,7 +246,7 @@ class ShopifySandbox(SandboxServer):
             path = Path(self.storage.spool.name) / f"{name}.jsonl"
             count = 0
             with path.open("w", encoding="utf-8") as out:
-                for line in _bulk_lines(self.products.values()):
+                for line in _bulk_lines(self.products.values(), op["query"]):
                     out.write(line + "\n")
                     count += 1
             self.storage.files[name], size = path, path.stat().st_size
@@ -308,12 +308,14 @@ class ShopifySandbox(SandboxServer):
         return {**product, "variants": variants_connection}
 
 
-def _bulk_lines(products):
+def _bulk_lines(products, query: str):
     """JSONL lines of a bulk result as Shopify writes them (compact UTF-8): a product, then each
-    variant with its __parentId last."""
+    variant with its __parentId last; only the fields the query names (a rich catalog has more)."""
+    named = set(re.findall(r"[A-Za-z_]\w*", query))
     for product in products:
-        yield _jsonl({k: v for k, v in product.items() if k != "variants"})
-        yield from (_jsonl({**v, "__parentId": product["id"]}) for v in product["variants"])
+        yield _jsonl({k: v for k, v in product.items() if k != "variants" and k in named})
+        yield from (_jsonl({**{k: v for k, v in variant.items() if k in named}, "__parentId": product["id"]})
+                    for variant in product["variants"])
 
 
 def _jsonl(value) -> str:
