@@ -17,8 +17,12 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class SandboxProcess:
+    """The Shopify sandbox in a process of its own (bench/sandbox_server.py)."""
+
+    script = "sandbox_server.py"
+
     def __init__(self, size: int, *extra: str):
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "sandbox_server.py"), "--size", str(size), *extra],
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "bench" / self.script), "--size", str(size), *extra],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.info = json.loads(self.proc.stdout.readline())
         self.final: dict = {}
@@ -33,6 +37,16 @@ class SandboxProcess:
         self.final = json.loads(line) if line.strip() else {}
         self.proc.wait(timeout=60)
         return self.final
+
+
+class ReplayProcess(SandboxProcess):
+    """bench/replay.py: `record` in front of a sandbox, or `serve` a recording; the sandbox's token."""
+
+    def __init__(self, mode: str, *args: str, token: str):
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "replay.py"), mode, *args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = {**json.loads(self.proc.stdout.readline()), "token": token}
+        self.final = {}
 
 
 def timed_run(command: list[str], env: dict) -> dict:

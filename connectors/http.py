@@ -10,7 +10,6 @@ JSON back, or one of the `ProviderError` classes carrying what a person needs to
 from __future__ import annotations
 
 import email.utils
-import json
 import logging
 import os
 import time
@@ -24,6 +23,7 @@ import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
+from connectors import jsondecode
 from connectors.cache import cached_session
 # The error classes live in connectors/errors.py; they are re-exported here so that
 # `from connectors.http import AuthError` keeps working for connectors and the command.
@@ -187,6 +187,7 @@ class HttpClient:
         idle_s = self.settings.read_timeout_s if idle_s is None else idle_s
         failed = f"downloading {what} from {host} failed"
         note = f"; {next_step}" if next_step else ""
+        started = time.monotonic()
         try:
             with requests.Session() as session:
                 session.trust_env = False  # no proxy or .netrc credentials from the environment
@@ -203,6 +204,8 @@ class HttpClient:
             raise ResponseError(self.provider, f"{failed} ({type(exc).__name__}){note}") from None
         finally:
             self.stats.requests += 1
+        log.info("%s: downloaded %s (%.0f MB) in %.1fs", self.provider, what, path.stat().st_size / 1e6,
+                 time.monotonic() - started)
         return path
 
     def request_json(
@@ -283,7 +286,7 @@ class HttpClient:
                                   status=status, request_id=rid)
         body = None
         try:
-            body = json.loads(response.content)
+            body = jsondecode.loads(response.content)
         except ValueError:
             pass
         if status == 429 or status >= 500:

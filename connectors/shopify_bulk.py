@@ -8,14 +8,15 @@ followed by one that resumes polling the same operation instead of starting anot
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from connectors.http import ProviderError
+from connectors import jsondecode
+from connectors.http import ProviderError, ResponseError
 
 log = logging.getLogger("pipeline.shopify")
 
@@ -67,8 +68,7 @@ class Checkpoint:
 
 
 def run(api, query: str, checkpoint: Checkpoint, spool_dir: Path | None = None, child: str = "variants") -> Iterator[dict]:
-    """Yield every record (product, order) of a completed bulk operation with its `child` lines
-    (variants, line items) as a list, resuming a checkpointed operation."""
+    """Yield every product of a completed bulk operation, resuming a checkpointed one."""
     operation_id = checkpoint.get()
     if operation_id:
         log.info("shopify: resuming bulk operation %s", operation_id)
@@ -87,8 +87,7 @@ def run(api, query: str, checkpoint: Checkpoint, spool_dir: Path | None = None, 
     with tempfile.TemporaryDirectory(dir=spool_dir, prefix="shopify-bulk-") as spool:
         path = api.http.download(operation["url"], Path(spool) / "result.jsonl", what="the bulk result",
                                  next_step="the next run resumes the same operation and downloads it again")
-        with path.open("rb") as lines:
-            yield from assemble(lines, Path(spool) / "assemble.sqlite", child)
+        yield from assemble_file(path, Path(spool) / "assemble.sqlite", child)
     checkpoint.clear()
 
 
@@ -117,8 +116,94 @@ def _wait(api, operation_id: str) -> dict:
         interval = min(interval * 1.5, MAX_POLL_INTERVAL_S)
 
 
+# A line's top-level id or __parentId, read from its bytes without decoding it: the object's first
+# member "id", or its last member "__parentId", each a plain string (Shopify writes both so).
+_PARENT_ID = re.compile(rb'\s*\{\s*"id"\s*:\s*"([^"\\]*)"\s*[,}]')
+_CHILD_OF = re.compile(rb'[,{]\s*"__parentId"\s*:\s*"([^"\\]*)"\s*\}\s*')
+
+
+class NotGrouped(ResponseError):
+    """A line of a result read as grouped belongs to a product other than the one before it."""
+
+
+def assemble_file(path: Path, spool: Path, child: str = "variants") -> Iterator[dict]:
+    """Products with their variants from a bulk result file, in file order.
+
+    Shopify's result usually has each product's line followed by its variants' lines, but it does
+    not promise so. A quick pass over the lines' first and last bytes checks; grouped, the
+    products stream out in a second pass that decodes each line once, with no index (and checks
+    each variant's decoded __parentId against its product's id). Otherwise (or when a line is
+    written in a form the quick pass does not read) the on-disk index of `assemble` takes any order.
+    """
+    with path.open("rb") as lines:
+        grouped = _grouped(lines)
+    with path.open("rb") as lines:
+        yield from (_stream_grouped(lines, child) if grouped else assemble(lines, spool, child))
+
+
+def _grouped(lines) -> bool:
+    """True if each child line names the product line last before it."""
+    current = None
+    for block in iter(lambda: lines.readlines(1 << 20), []):
+        for line in block:
+            at = line.rfind(b'"__parentId"', -200)
+            if at >= 0:
+                if _child_of(line, at) != current:
+                    return False
+            elif line.strip():
+                current = _parent_id(line)
+                if current is None:
+                    return False
+    return True
+
+
+def _child_of(line: bytes, at: int) -> bytes | None:
+    """The __parentId of a line whose last member it is, else None."""
+    end = line.find(b'"', at + 14)
+    if line[at - 1:at] == b"," and line[at + 12:at + 14] == b':"' and line[end:].rstrip() == b'"}':
+        value = line[at + 14:end]  # Shopify's compact form
+        return value if b"\\" not in value else None
+    match = _CHILD_OF.fullmatch(line, max(line.rfind(b",", 0, at), line.rfind(b"{", 0, at), 0))
+    return match[1] if match else None
+
+
+def _parent_id(line: bytes) -> bytes | None:
+    """The id of a line whose first member it is, else None."""
+    end = line.find(b'"', 7)
+    if line.startswith(b'{"id":"') and line[end + 1:end + 2] in (b",", b"}"):
+        value = line[7:end]  # Shopify's compact form
+        return value if b"\\" not in value else None
+    match = _PARENT_ID.match(line)
+    return match[1] if match else None
+
+
+def _stream_grouped(lines, child: str = "variants") -> Iterator[dict]:
+    """Products from lines checked as grouped: each line decoded once, each variant's decoded
+    __parentId compared with its product's id (a line the quick check misread fails loudly)."""
+    product = None
+    for line in lines:
+        if not line.strip():
+            continue
+        record = jsondecode.loads(line)
+        parent = record.get("__parentId")
+        if parent is None:
+            if product is not None:
+                yield product
+            product = record
+            product[child] = []
+        elif product is not None and parent == product.get("id"):
+            del record["__parentId"]  # as _variant does
+            product[child].append(record)
+        else:
+            raise NotGrouped("shopify", "a line of the bulk result belongs to a product other than the one "
+                             "before it, against the check of its bytes; nothing from it was written")
+    if product is not None:
+        yield product
+
+
 def assemble(lines, spool: Path, child: str = "variants") -> Iterator[dict]:
-    """Records with their children (under `child`) from JSONL lines in any order, using an on-disk index."""
+    """Products with their variants from JSONL lines in any order, using an on-disk index. A
+    variant's __parentId, which only said where it belongs, is dropped (raw_hash ignores it)."""
     con = sqlite3.connect(spool, isolation_level=None)
     try:
         con.execute("PRAGMA journal_mode=OFF")
@@ -130,7 +215,7 @@ def assemble(lines, spool: Path, child: str = "variants") -> Iterator[dict]:
             if not line.strip():
                 continue
             text = line.decode() if isinstance(line, bytes) else line
-            record = json.loads(text)
+            record = jsondecode.loads(text)
             parent = record.get("__parentId")
             if parent is None:
                 con.execute("INSERT INTO parents (id, body) VALUES (?, ?)", (record.get("id"), text))
@@ -139,12 +224,19 @@ def assemble(lines, spool: Path, child: str = "variants") -> Iterator[dict]:
         con.execute("COMMIT")
         con.execute("CREATE INDEX children_parent ON children(parent)")
         for product_id, body in _parents(con):
-            product = json.loads(body)
-            product[child] = [json.loads(b) for (b,) in
+            product = jsondecode.loads(body)
+            product[child] = [_variant(b) for (b,) in
                                    con.execute("SELECT body FROM children WHERE parent = ?", (product_id,))]
             yield product
     finally:
         con.close()
+
+
+def _variant(line: str) -> dict:
+    """A variant line's record without its __parentId (a variant reads as it does from a paged query)."""
+    record = jsondecode.loads(line)
+    record.pop("__parentId", None)
+    return record
 
 
 def _parents(con) -> Iterator[tuple[str, str]]:

@@ -222,9 +222,9 @@ class ShopifyGraphQL:
             children.extend(more.get("nodes") or [])
             page_info = more.get("pageInfo") or {}
             after = page_info.get("endCursor") if page_info.get("hasNextPage") else None
-        record = {k: v for k, v in node.items() if k != child}
-        record[child] = children
-        return record
+        del node[child]  # the parsed answer is ours alone: reshaped in place, not copied
+        node[child] = children
+        return node
 
     def query(self, query: str, variables: dict) -> dict:
         """One paced GraphQL call that is never cached (bulk operations change from call to call)."""

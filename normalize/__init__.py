@@ -24,7 +24,7 @@ def make_product(**fields):
     from normalize.models import Product
 
     try:
-        return Product(**fields)
+        return Product.model_validate(fields)  # what Product(**fields) runs, without its keyword unpacking
     except ValidationError as exc:
         first = exc.errors(include_input=False)[0]
         field = ".".join(str(part) for part in first["loc"]) or None

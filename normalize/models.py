@@ -34,9 +34,12 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
+MONEY_PLACES = Decimal("0.0001")
+
+
 def _money(value: Decimal | None) -> Decimal | None:
     # Four decimal places fit every currency; the Arrow column is decimal(18, 4).
-    return None if value is None else value.quantize(Decimal("0.0001"))
+    return None if value is None else value.quantize(MONEY_PLACES)
 
 
 TITLE_MAX = 1_000
@@ -57,8 +60,13 @@ def _clean_text(limit: int, required: bool = False, multiline: bool = False):
         if value is None:
             return None
         value = unicodedata.normalize("NFC", value)
-        lines = value.splitlines() if multiline else [value]
-        value = "\n".join(line for line in map(one_line, lines) if line)[:limit]
+        if value.isprintable() and "  " not in value and value[:1] != " " and value[-1:] != " ":
+            # Nothing to clean (most text): printable text has no line break and no whitespace but
+            # the ASCII space, so splitting and joining would give it back unchanged.
+            value = value[:limit]
+        else:
+            lines = value.splitlines() if multiline else [value]
+            value = "\n".join(line for line in map(one_line, lines) if line)[:limit]
         if required and not value:
             raise ValueError("must not be empty (once control and invisible characters are removed)")
         return value
@@ -144,6 +152,18 @@ def _arrow_type(annotation) -> pa.DataType:
     simple = {Decimal: PRICE_TYPE, datetime: pa.timestamp("us", tz="UTC"), int: pa.int64(),
               float: pa.float64(), bool: pa.bool_()}
     return simple[annotation]
+
+
+def arrow_rows(products: list[Product]) -> list[dict]:
+    """Each product's fields as `model_dump()` gives them (variants as dicts), read straight from
+    the validated instances: half model_dump's cost on the way to Arrow, and the same values."""
+    rows = []
+    for product in products:
+        row = product.__dict__.copy()
+        if row["variants"] is not None:
+            row["variants"] = [variant.__dict__ for variant in row["variants"]]
+        rows.append(row)
+    return rows
 
 
 def arrow_schema(model: type[BaseModel] = Product) -> pa.Schema:

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -140,15 +141,23 @@ def _make_handler(sandbox: SandboxServer):
                 return self._send_bytes(status, body, "application/jsonl")
             self._send_json(status, body, info.get("headers"))
 
-        def _send_bytes(self, status: int, data: bytes, content_type: str):
+        def _send_bytes(self, status: int, data: bytes | Path, content_type: str):
             self.send_response(status)
             self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Length", str(data.stat().st_size if isinstance(data, Path) else len(data)))
             self.end_headers()
+            if isinstance(data, Path):  # a large file, straight from disk
+                with data.open("rb") as handle:
+                    self.wfile.flush()
+                    self.connection.sendfile(handle)
+                return
             self.wfile.write(data)
 
         def _send_json(self, status: int, body, headers: dict | None = None):
-            data = json.dumps(body).encode()
+            try:  # UTF-8 as the real APIs answer, not \u escapes; a planted lone surrogate stays escaped
+                data = json.dumps(body, ensure_ascii=False).encode()
+            except UnicodeEncodeError:
+                data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from normalize.models import SCHEMA, Product
+from normalize.models import SCHEMA, Product, arrow_rows
 from normalize.order_models import ORDER_LINES_SCHEMA, ORDERS_SCHEMA
 from storage.crash import crash_point
 from storage.paths import (RUN_ID_RE, SOURCE_RE, TABLES, UnitId, dataset_root, file_name,  # noqa: F401
@@ -25,6 +25,10 @@ from storage.paths import (RUN_ID_RE, SOURCE_RE, TABLES, UnitId, dataset_root, f
 # a file of 250,000 rows (about 25 MB here) is big enough that a large catalog is a few files, not
 # thousands, and small enough to rewrite or move one at a time.
 ROW_GROUP_ROWS = 25_000
+# ... or 16 MB of Arrow, whichever comes first: a catalog with descriptions of a few KB reaches it near
+# 7,000 rows. A row group is held, copied once and encoded, so its size, not its row count, sets the
+# writer's memory: peak RSS 282 -> 185 MB on such a catalog, and 30% less CPU writing (bench/bulk.py).
+ROW_GROUP_BYTES = 16 * 1024 * 1024
 ROWS_PER_FILE = 250_000
 COMPRESSION = "zstd"
 
@@ -82,14 +86,17 @@ class StagedFile:
 SCHEMAS = {"products": SCHEMA, "orders": ORDERS_SCHEMA, "order_lines": ORDER_LINES_SCHEMA}  # every table's
 
 
-def to_table(products: list[Product], schema: pa.Schema = SCHEMA) -> pa.Table:
-    return pa.Table.from_pylist([p.model_dump() for p in products], schema=schema)
+def to_table(rows: list, schema: pa.Schema = SCHEMA) -> pa.Table:
+    """Products (read straight from the validated instances) or order rows, as an Arrow table."""
+    if schema is SCHEMA:
+        return pa.Table.from_pylist(arrow_rows(rows), schema=schema)
+    return pa.Table.from_pylist([r.model_dump() for r in rows], schema=schema)
 
 
 class PartitionWriter:
     """Streams a run's new rows for one provider into numbered Parquet files.
 
-    Rows gather as Arrow until a row group's worth (ROW_GROUP_ROWS) is ready, which goes straight
+    Rows gather as Arrow until a row group's worth (ROW_GROUP_ROWS or ROW_GROUP_BYTES) is ready, which goes straight
     into the open staging file; a file is published after `rows_per_file` rows. Memory holds one
     row group at most, whatever the catalog's size.
     """
@@ -113,6 +120,8 @@ class PartitionWriter:
         self.pending_rows += len(products)
         while self.pending_rows >= self.row_group_rows:
             self._write_row_group(self.row_group_rows)
+        if self.pending_rows and sum(t.nbytes for t in self.pending) >= ROW_GROUP_BYTES:
+            self._write_row_group(self.pending_rows)
 
     def close(self) -> list[Path]:
         """Write what is pending and publish the last file; returns every file, relative to the data directory."""

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from connectors import shopify, shopify_bulk
@@ -126,3 +130,82 @@ def test_polling_backs_off_without_sleeping_for_real(sandbox, run, clock):
     run(sandbox, "--full-refresh")
     waits = [w for w in clock.sleeps if w >= shopify_bulk.POLL_INTERVAL_S]
     assert len(waits) == 4 and waits == sorted(waits)
+
+
+def bulk_lines(products: dict[str, list[dict]], order: str, compact: bool, ascii_only: bool) -> list[str]:
+    """A bulk result's lines: grouped (a product, then its variants) or shuffled, written compact
+    as Shopify does or with json.dumps's default spaces."""
+    separators = (",", ":") if compact else (", ", ": ")
+    lines = []
+    for pid, variants in products.items():
+        lines.append(json.dumps({"id": pid, "title": f"T {pid}", "tags": ["\"id\"", "a\\b"]},
+                                separators=separators, ensure_ascii=ascii_only))
+        lines += [json.dumps({**v, "__parentId": pid}, separators=separators, ensure_ascii=ascii_only)
+                  for v in variants]
+    if order == "shuffled":
+        random.Random(len(lines)).shuffle(lines)
+    return lines
+
+
+@settings(max_examples=150, derandomize=True, deadline=None)
+@given(st.dictionaries(st.text(st.characters(codec="utf-8"), min_size=1, max_size=8).map(lambda t: f"gid://shopify/Product/{t}"),
+                       st.lists(st.fixed_dictionaries({"id": st.text(max_size=6), "title": st.text(max_size=10),
+                                                       "price": st.sampled_from(["1.00", None, "0.00"])}), max_size=4),
+                       max_size=8),
+       st.sampled_from(["grouped", "shuffled"]), st.booleans(), st.booleans(), st.booleans())
+def test_a_bulk_file_assembles_as_the_on_disk_index_does_in_any_order_and_form(products, order, compact, ascii_only,
+                                                                               blank_lines):
+    lines = bulk_lines(products, order, compact, ascii_only)
+    if blank_lines:
+        lines = [line for pair in zip(lines, [""] * len(lines)) for line in pair]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "result.jsonl"
+        path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        fast = list(shopify_bulk.assemble_file(path, Path(tmp) / "fast.sqlite"))
+        with path.open("rb") as handle:
+            indexed = list(shopify_bulk.assemble(handle, Path(tmp) / "indexed.sqlite"))
+    key = lambda p: p["id"]  # noqa: E731 - the index returns products in file order too, but say so
+    assert sorted(fast, key=key) == sorted(indexed, key=key)
+    assert [p["id"] for p in fast] == [p["id"] for p in indexed]
+
+
+def test_a_grouped_bulk_file_streams_without_the_on_disk_index(tmp_path, monkeypatch):
+    monkeypatch.setattr(shopify_bulk, "assemble", lambda *a: pytest.fail("used the on-disk index"))
+    products = {f"gid://shopify/Product/{p}": [{"id": f"gid://shopify/ProductVariant/{p}{v}"} for v in range(p % 4)]
+                for p in range(1, 30)}
+    path = tmp_path / "result.jsonl"
+    path.write_text("".join(f"{line}\n" for line in bulk_lines(products, "grouped", True, False)))
+    assembled = list(shopify_bulk.assemble_file(path, tmp_path / "spool.sqlite"))
+    assert {p["id"]: [v["id"] for v in p["variants"]] for p in assembled} == {
+        pid: [v["id"] for v in variants] for pid, variants in products.items()}
+
+
+def test_a_line_the_quick_check_misreads_fails_loudly_rather_than_misplace_a_variant(tmp_path):
+    """A variant line whose __parentId is not among its last bytes reads, by its bytes, as a product."""
+    lines = ['{"id":"gid://shopify/Product/1"}', '{"id":"gid://shopify/Product/2"}',
+             '{"id":"v1","__parentId":"gid://shopify/Product/1","title":"%s"}' % ("late " * 60)]
+    path = tmp_path / "result.jsonl"
+    path.write_text("".join(f"{line}\n" for line in lines))
+    with pytest.raises(shopify_bulk.NotGrouped):
+        list(shopify_bulk.assemble_file(path, tmp_path / "spool.sqlite"))
+
+
+def test_a_rich_catalogs_bulk_result_streams_from_disk_and_matches_a_paged_crawl(run, dirs, tmp_path):
+    """A lazily built rich catalog, its bulk result written to disk in Shopify's usual order and
+    read by the one-pass path: the same rows, raw_hash for raw_hash, as paging gives."""
+    from sandbox.catalog import CatalogSpec
+    from sandbox.shopify import ShopifySandbox
+
+    with ShopifySandbox(CatalogSpec(size=1000, rich=True), token=TOKEN, throttle=False) as rich:
+        rich.bulk_shuffle = False
+        result, _ = run(rich)
+        assert result.exit_code == 0, result.output
+        paged_rows = content(dirs["data"].parent)
+        dirs["data"].rename(tmp_path / "paged-data")
+        result, _ = run(rich, "--full-refresh")
+        assert result.exit_code == 0, result.output
+        (name, served), = rich.storage.files.items()
+        assert isinstance(served, Path) and b"descriptionHtml" not in served.read_bytes()  # the query's fields only
+    assert len(paged_rows) == 1000 and content(dirs["data"].parent) == paged_rows
+    rows = {r["source_id"]: r for r in parquet_rows(dirs["data"])}
+    assert max(len(r["variants"]) for r in rows.values()) > 100

@@ -106,3 +106,13 @@ def test_every_product_round_trips_through_the_arrow_schema():
     assert back[0]["price"] == Decimal("19.0000") and back[1]["price"] == Decimal("0")
     assert back[0]["variants"][1]["sku"] == "MUG-S"
     assert table.schema.names == list(SCHEMA.names)
+
+
+def test_a_plain_record_is_hashed_by_orjson_to_the_same_pinned_value(monkeypatch):
+    """The fast writer, not the json.dumps fallback, hashes an ordinary product, and gets the
+    first release's value."""
+    from normalize import dedup
+
+    monkeypatch.setattr(dedup, "canonical_json", lambda *a: pytest.fail("fell back to json.dumps"))
+    raw = load_fixture("shopify", "product.json")
+    assert norm(raw).raw_hash == "590423199990558337fded8f5f5c3a88f0b31977ee23126eb8e821b46fc71675"

@@ -8,7 +8,9 @@ the Parquet schema. Derandomized, so CI runs the same examples every time.
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
+import json
 import math
 import unicodedata
 from datetime import datetime, timezone
@@ -180,3 +182,151 @@ json_values = st.recursive(
 def test_the_fast_canonical_form_equals_the_plain_one(value):
     from normalize.dedup import TRANSPORT_KEYS, canonical
     assert canonical(value) == plain_canonical(value, TRANSPORT_KEYS)
+
+
+# -- raw_hash and JSON decoding: the fast writers and readers give the first release's answers --------
+
+def first_release_raw_hash(source: str, version: int, record, drop=()) -> str:
+    """raw_hash as the first release computed it (json.dumps of the plain canonical form): every
+    stored hash rests on this, so the fast one must agree with it on everything."""
+    from normalize.dedup import TRANSPORT_KEYS
+    text = json.dumps(plain_canonical(record, TRANSPORT_KEYS | frozenset(drop)), sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(f"{source}/{version}\n{text}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def outcome(fn, *args, **kwargs):
+    """The function's answer, or the type of the exception it raised."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - compared, not handled
+        return type(exc)
+
+
+any_text = st.text(st.characters(exclude_categories=()), max_size=12)  # lone surrogates included
+awkward_floats = st.sampled_from([1e-07, 2.5e-05, 1e-5, 1e16, 1e15, 1e22, 123456789.123, -0.0, 5e-324,
+                                  1.7976931348623157e308, float("nan"), float("inf"), -float("inf"), 0.1])
+big_ints = st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -2**63, -2**63 - 1, 10**30, -10**30])
+hash_leaves = st.one_of(st.none(), st.booleans(), st.integers(), big_ints, st.floats(), awkward_floats, any_text,
+                        st.sampled_from(["", "é", "e\u0301", "\ud800", "\udfff", "日本", "😀", "\x00\x1f\x7f\u2028",
+                                         '"\\', "gid://shopify/Product/1"]))
+hash_keys = st.one_of(st.sampled_from(["id", "title", "__parentId", "cursor", "pageInfo", "__typename", "price",
+                                       "é", "z", "Z", "\uffff", "😀", "\ud800", ""]), any_text)
+hash_values = st.recursive(
+    hash_leaves,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(hash_keys, children, max_size=6)
+    | st.lists(st.fixed_dictionaries({"id": st.one_of(any_text, st.integers(), awkward_floats)},
+                                     optional={"x": children, "__parentId": any_text}), max_size=5),
+    max_leaves=40)
+
+
+@CHECK
+@given(hash_values, st.sampled_from([(), ("price",), ("id",)]))
+def test_raw_hash_equals_the_first_releases_json_dumps_hash_on_any_value(record, drop):
+    from normalize.dedup import raw_hash
+    assert outcome(raw_hash, "shopify", 1, record, drop) == outcome(first_release_raw_hash, "shopify", 1, record, drop)
+
+
+@CHECK
+@given(st.dictionaries(st.one_of(st.integers(), any_text, st.none()), hash_leaves, max_size=4))
+def test_raw_hash_of_records_with_non_string_keys_equals_the_first_releases(record):
+    from normalize.dedup import raw_hash
+    assert outcome(raw_hash, "ebay", 1, record) == outcome(first_release_raw_hash, "ebay", 1, record)
+
+
+@pytest.mark.parametrize("name", NORMALIZERS)
+def test_raw_hash_equals_the_first_releases_on_the_normalizers_strategies(name):
+    from normalize.dedup import raw_hash
+    module, base = NORMALIZERS[name]
+    drop = getattr(module, "VOLATILE_FIELDS", ())
+
+    @CHECK
+    @given(st.one_of(near_valid(base), garbage))
+    def check(raw):
+        assert (outcome(raw_hash, module.SOURCE, module.NORMALIZER_VERSION, raw, drop)
+                == outcome(first_release_raw_hash, module.SOURCE, module.NORMALIZER_VERSION, raw, drop))
+
+    check()
+
+
+def test_raw_hash_agrees_on_the_values_orjson_writes_differently():
+    from normalize.dedup import raw_hash
+    for value in (1e-07, 2.5e-05, float("nan"), float("inf"), 2**64, -2**63 - 1, 10**30, "\ud800", {"a\ud800": 1},
+                  {1: "x"}, {"x": [{"id": 2}, {"id": 10}]}, {"d": Decimal("1.10")}, {"t": FETCHED}, ("a", 1)):
+        record = {"id": "gid://shopify/Product/1", "value": value}
+        assert raw_hash("shopify", 1, record) == first_release_raw_hash("shopify", 1, record), value
+
+
+def typed(value):
+    """A value with every scalar's type spelled out (1 == 1.0 == True in Python; not here)."""
+    if isinstance(value, dict):
+        return {k: typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [typed(v) for v in value]
+    return type(value).__name__, repr(value)
+
+
+json_documents = st.one_of(
+    hash_values.map(lambda v: outcome(json.dumps, v, ensure_ascii=False)),
+    hash_values.map(lambda v: outcome(json.dumps, v)),
+    st.sampled_from(['123456789012345678901234567890', '-9223372036854775809', '18446744073709551616', '-0',
+                     '[1e400]', 'NaN', '{"a": -Infinity}', '"\\ud800"', '"\\udc00\\ud800x"', '{"a":1,"a":2}',
+                     '1.0e-7', '[0.1, 1E5, 2.5e-05]', '"\\u0000"', ' {"k" : [ ] } ', '{"n": 12345678901234567890123}',
+                     '{"barcode": "12345678901234567890123"}', '\ufeff{}', '', '[', '{"a":1}x', "'a'"]),
+).filter(lambda d: isinstance(d, str))
+
+
+@CHECK
+@given(json_documents, st.sampled_from(["utf-8", "utf-16", "str"]))
+def test_the_fast_json_reader_gives_json_loads_answer(document, encoding):
+    from connectors.jsondecode import loads
+    data = document if encoding == "str" else outcome(document.encode, encoding, "surrogatepass")
+    if isinstance(data, type):
+        return
+    assert typed_outcome(loads, data) == typed_outcome(json.loads, data)
+
+
+def typed_outcome(fn, data):
+    result = outcome(fn, data)
+    if isinstance(result, type) and issubclass(result, Exception):
+        return "error", issubclass(result, ValueError)
+    return typed(result)
+
+
+def first_release_clean(value: str, limit: int, multiline: bool) -> str:
+    """Text cleaning as the first release did it, every time: the shortcut must agree."""
+    def one_line(text):
+        kept = "".join(" " if ch.isspace() else ch for ch in text
+                       if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn"))
+        return " ".join(kept.split())
+
+    value = unicodedata.normalize("NFC", value)
+    lines = value.splitlines() if multiline else [value]
+    return "\n".join(line for line in map(one_line, lines) if line)[:limit]
+
+
+@CHECK
+@given(st.one_of(any_text, nasty_text, st.text(st.sampled_from(" \t\n\r\x0b\x0c\x1c\x85\xa0\u2028\u3000ab\u0301é"))),
+       st.booleans(), st.sampled_from([3, 1000]))
+def test_text_cleaning_shortcut_equals_the_full_cleaning(text, multiline, limit):
+    from normalize.models import _clean_text
+    assert _clean_text(limit, multiline=multiline)(text) == first_release_clean(text, limit, multiline)
+
+
+
+@pytest.mark.parametrize("name", NORMALIZERS)
+def test_arrow_rows_are_the_model_dump(name):
+    """The Parquet writer reads fields straight from the instances: the very values model_dump gives."""
+    from normalize.models import arrow_rows
+    module, base = NORMALIZERS[name]
+
+    @CHECK
+    @given(near_valid(base))
+    def check(raw):
+        try:
+            product = normalize(module, raw)
+        except Rejected:
+            return
+        assert arrow_rows([product]) == [product.model_dump()]
+
+    check()

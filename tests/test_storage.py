@@ -180,3 +180,21 @@ def test_no_source_or_run_id_can_place_a_file_outside_the_data_directory(tmp_pat
         return
     assert path.resolve().is_relative_to((root / "normalized" / "products").resolve())
     assert "\x00" not in str(path) and ".." not in path.relative_to(root).parts
+
+
+def test_row_groups_of_wide_rows_are_bounded_by_bytes(tmp_path, monkeypatch):
+    """Rows with descriptions of a few KB reach the byte bound long before 25,000 rows: the writer
+    holds (and copies) a row group of bounded size, whatever the rows' width."""
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(parquet, "ROW_GROUP_BYTES", 300_000)
+    raw = load_fixture("shopify", "product.json")
+    writer = PartitionWriter(tmp_path, UNIT, RUN, DAY, 0o640)
+    for batch in range(6):
+        writer.add([to_product({**raw, "id": f"gid://shopify/Product/{batch}-{i}", "description": "Größe ✓ " * 400},
+                               account="a.myshopify.com", fetched_at=datetime.now(timezone.utc), run_id=RUN)
+                    for i in range(50)])
+    files = writer.close()
+    metadata = pq.ParquetFile(tmp_path / files[0]).metadata
+    assert metadata.num_rows == 300 and metadata.num_row_groups >= 3
+    assert all(metadata.row_group(i).num_rows < 300 for i in range(metadata.num_row_groups))
