@@ -74,8 +74,9 @@ class QueryTooCostly(ResponseError):
         self.cost, self.max_cost = cost, max_cost
 
 
-def make_client(shop: ShopifySettings, http_settings: HttpSettings, **kwargs) -> HttpClient:
-    """An HttpClient whose cache never stores the access token."""
+def make_client(shop: ShopifySettings, http_settings: HttpSettings, counters=None, **kwargs) -> HttpClient:
+    """An HttpClient whose cache never stores the access token (a shop has no shared call budget:
+    `counters` is unused)."""
     return HttpClient(NAME, http_settings, secret_headers=(HEADER,), **kwargs)
 
 

@@ -27,9 +27,9 @@ from connectors.redact import Redactor
 from pipelines import __version__
 from pipelines.cli_options import (ConfigProblem, check_selection, load_command_settings, parse_accounts,
                                    parse_providers, parse_since, parse_streams, setup_logging, shared_options)
-from pipelines.outcome import EXIT_LOCKED, EXIT_STALE
-from pipelines.run import RunOptions, Runtime, execute, select_units
-from storage import runlog
+from pipelines.outcome import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_STALE
+from pipelines.run import DestinationUnavailable, RunOptions, Runtime, execute, select_units
+from storage.destination import open_destination
 
 __all__ = ["cli", "Runtime"]
 
@@ -101,6 +101,9 @@ def cli(ctx, providers, accounts, streams, limit, dry_run, no_cache, full_refres
     old_umask = os.umask(0o077)  # cache, state, logs and tracebacks are the owner's alone
     try:
         code, record = execute(settings, opts, ctx.obj if isinstance(ctx.obj, Runtime) else Runtime())
+    except DestinationUnavailable as exc:
+        click.echo(f"{exc}. Nothing was done.", err=True)
+        ctx.exit(EXIT_CONFIG if exc.refused else EXIT_FAILED)
     finally:
         os.umask(old_umask)
         logging.getLogger("pipeline").removeHandler(handler)
@@ -134,8 +137,9 @@ def report(ctx, last, html_path, max_age, **shared):
         window = reports.parse_duration(max_age) if max_age else None
     except ValueError as exc:
         raise ConfigProblem(str(exc)) from None
-    history = runlog.read(settings.logs_dir)
-    click.echo(reports.table(history, last) if history else f"No runs recorded in {runlog.runlog_path(settings.logs_dir)}.")
+    run_log = open_destination(settings.destination).history
+    history = run_log.read()
+    click.echo(reports.table(history, last) if history else f"No runs recorded in {run_log.where}.")
     if html_path:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         html_path.write_text(reports.html_report(history), encoding="utf-8")
