@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test sandbox run-pipeline clean-demo secrets-scan hooks crash-test race-test check-airflow \
-	check-workflow check-report crontab prune-logs bench bench-1m
+	check-workflow check-report crontab prune-logs bench bench-1m lake-race-test
 
 # requirements-checks.txt is hash-pinned (actionlint), so it gets its own pip call with --require-hashes.
 $(STAMP): requirements.txt requirements-dev.txt requirements-checks.txt
@@ -38,6 +38,9 @@ crash-test: $(STAMP)  ## 30 random SIGKILLs of sandbox runs, each followed by a 
 
 race-test: $(STAMP)  ## 50 races of two runs of the same provider
 	RACES=$${RACES:-50} $(PY) -m pytest -q -s tests/test_overlap.py
+
+lake-race-test: $(STAMP)  ## object store: 10 rounds of 4 workers on 4 units, 20 races of one unit twice
+	LAKE_ROUNDS=$${LAKE_ROUNDS:-10} LAKE_RACES=$${LAKE_RACES:-20} $(PY) -m pytest -q -s tests/test_lake_leases.py
 
 AIRFLOW_VENV := .venv-airflow
 $(AIRFLOW_VENV)/.installed: deploy/airflow/requirements-airflow.txt

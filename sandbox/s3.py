@@ -92,6 +92,12 @@ class LocalS3:
         self._control("faults", {"add": {"kind": "status", "status": 503, "code": "SlowDown", "method": None,
                                          "path": ".*", "times": 1, **fault}})
 
+    def reset(self) -> None:
+        """No faults, conditions honoured, an empty log: as started."""
+        self.clear_faults()
+        self.strip_conditions(False)
+        self.log(clear=True)
+
     def clear_faults(self) -> None:
         self._control("faults", {"clear": True})
 
@@ -211,7 +217,10 @@ def _handler(proxy: _Proxy):
             self.send_header("Content-Length", str(length if head and length is not None else len(data)))
             self.end_headers()
             if not head:
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # delta-rs may stop reading a log file early
+                    self.close_connection = True
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
 

@@ -63,16 +63,15 @@ def local_s3():
 
 @pytest.fixture
 def lake(local_s3, monkeypatch):
-    """A fresh bucket; the AWS variables that reach it are set. Returns (server, bucket, env)."""
+    """A fresh bucket; the AWS variables that reach it are set. Yields (server, bucket, env)."""
     bucket = local_s3.create_bucket()
     env = local_s3.env(bucket, "lake")
     for name, value in env.items():
         if name != "PIPELINE_DESTINATION":  # in-process runs name it: the `run` fixture passes --data-dir
             monkeypatch.setenv(name, value)
-    local_s3.clear_faults()
-    local_s3.strip_conditions(False)
-    local_s3.log(clear=True)
-    return local_s3, bucket, env
+    local_s3.reset()
+    yield local_s3, bucket, env
+    local_s3.reset()
 
 
 @pytest.fixture

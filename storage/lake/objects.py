@@ -14,7 +14,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -274,5 +274,7 @@ def _status(exc: Exception) -> int | None:
 
 
 def _store_time(answer: dict) -> datetime:
+    """The store's clock: the answer's Date header (an RFC 822 date, always UTC)."""
     date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-    return parsedate_to_datetime(date) if date else answer["LastModified"]
+    when = parsedate_to_datetime(date) if date else answer["LastModified"]
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
