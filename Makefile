@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test sandbox run-pipeline clean-demo secrets-scan hooks crash-test race-test check-airflow \
-	check-workflow check-report crontab prune-logs bench bench-1m lake-race-test
+	check-workflow check-report crontab prune-logs bench bench-1m lake-race-test lake-crash-test
 
 # requirements-checks.txt is hash-pinned (actionlint), so it gets its own pip call with --require-hashes.
 $(STAMP): requirements.txt requirements-dev.txt requirements-checks.txt
@@ -41,6 +41,9 @@ race-test: $(STAMP)  ## 50 races of two runs of the same provider
 
 lake-race-test: $(STAMP)  ## object store: 10 rounds of 4 workers on 4 units, 20 races of one unit twice
 	LAKE_ROUNDS=$${LAKE_ROUNDS:-10} LAKE_RACES=$${LAKE_RACES:-20} $(PY) -m pytest -q -s tests/test_lake_leases.py
+
+lake-crash-test: $(STAMP)  ## object store: every named kill point, then 20 random SIGKILLs, each followed by a rerun
+	LAKE_CRASH_KILLS=$${LAKE_CRASH_KILLS:-20} $(PY) -m pytest -q -s tests/test_lake_crash.py
 
 AIRFLOW_VENV := .venv-airflow
 $(AIRFLOW_VENV)/.installed: deploy/airflow/requirements-airflow.txt

@@ -20,6 +20,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.request import Request, urlopen
@@ -52,6 +53,7 @@ class LocalS3:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+            self.process.stdout.close()
             self.process = None
 
     def __enter__(self) -> "LocalS3":
@@ -87,8 +89,11 @@ class LocalS3:
         return name
 
     def inject(self, **fault) -> None:
-        """One scripted fault: kind status (status, code) or reset; method and a path regex select
-        the requests it hits; times how many."""
+        """One scripted fault: kind status (status, code), reset (half the upload, then the
+        connection dies), stall (the request hangs `seconds`, never reaching the store) or
+        stall_after (the store does it, the answer hangs); method and a path regex select the
+        requests it hits; `after` lets that many of them through first; times how many it hits. A
+        stall is logged with status "stalled" as it begins."""
         self._control("faults", {"add": {"kind": "status", "status": 503, "code": "SlowDown", "method": None,
                                          "path": ".*", "times": 1, **fault}})
 
@@ -128,6 +133,9 @@ class _Proxy:
         with self.lock:
             for fault in self.faults:
                 if fault["times"] > 0 and fault["method"] in (None, method) and re.search(fault["path"], path):
+                    if fault.get("after", 0) > 0:  # let this many matching requests through first
+                        fault["after"] -= 1
+                        return None
                     fault["times"] -= 1
                     return fault
         return None
@@ -183,7 +191,11 @@ def _handler(proxy: _Proxy):
                 self.close_connection = True
                 return self._record(0, length // 2, 0)
             body = self._body()
-            if fault is not None:
+            if fault is not None and fault["kind"] == "stall":  # the request hangs: it never reaches the store
+                self._record("stalled", len(body), 0)
+                time.sleep(fault.get("seconds", 30))
+                fault = {**fault, "status": 503, "code": "SlowDown"}
+            if fault is not None and fault["kind"] != "stall_after":
                 error = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{fault["code"]}</Code>'
                          f"<Message>injected by the local S3</Message></Error>").encode()
                 self._record(fault["status"], len(body), len(error))
@@ -198,6 +210,9 @@ def _handler(proxy: _Proxy):
                                headers=headers)
             answer = connection.getresponse()
             data = answer.read()
+            if fault is not None:  # stall_after: the store did it, the answer never comes back in time
+                self._record("stalled", len(body), 0)
+                time.sleep(fault.get("seconds", 30))
             out = {k: v for k, v in answer.getheaders() if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"}
             self._record(answer.status, len(body), len(data))
             self._send(answer.status, out, data, head=self.command == "HEAD",

@@ -109,7 +109,9 @@ class DeltaTables:
 
         dt = self.table(table)
         dt.update_incremental()
-        dataset = dt.to_pyarrow_dataset(partitions=[("source", "=", unit.provider), ("account", "=", unit.account)])
+        # Only the files whose partition is the unit's and whose run_id statistics admit the run.
+        dataset = dt.to_pyarrow_dataset(file_pruning_predicate=[
+            ("source", "=", unit.provider), ("account", "=", unit.account), ("run_id", "=", run_id)])
         return dataset.to_table(columns=["raw_hash", "source_id", "source_updated_at"],
                                 filter=ds.field("run_id") == run_id, use_threads=False)
 
