@@ -170,4 +170,9 @@ def units(ctx, **shared):
 
 
 if __name__ == "__main__":
-    cli()
+    try:
+        cli()
+    except SystemExit as done:
+        from storage.delta import end_process
+
+        end_process(done.code)

@@ -10,13 +10,17 @@ A unit's rows are spooled to a local Parquet file while the run streams (memory 
 appended in that one commit at the end. Tables are created before units fan out; two first runs
 creating one table at once both succeed (the loser of the race for version 0 uses the winner's).
 
-Never read with `to_pyarrow_table()`: delta-rs's runtime then aborts the process at exit in about
-half the runs ("terminate called without an active exception"); `to_pyarrow_dataset()` and
-`use_threads=False` do not.
+Never read with `to_pyarrow_table()` or a threaded `to_table()`: delta-rs's runtime then aborts
+the process at exit in about a fifth of the runs ("terminate called without an active exception",
+rc 134). Read the dataset with use_threads=False; and a process that loaded deltalake ends through
+`end_process`, since even then about one run in a hundred aborted during interpreter teardown.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 import threading
 from datetime import date
 from pathlib import Path
@@ -116,6 +120,38 @@ class DeltaTables:
                                 filter=ds.field("run_id") == run_id, use_threads=False)
 
 
+def conform(table: pa.Table) -> pa.Table:
+    """A Parquet file's rows in today's schema: columns only ever added at the end and nullable,
+    so an older file gains the new ones as nulls."""
+    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+               for f in SCHEMA]
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
+
+
+def append_files(tables: DeltaTables, unit: UnitId, files: list[tuple[Path, date]], run_id: str) -> bool:
+    """Append existing Parquet files (with the date of each) as one commit, at most once ever per
+    unit: the commit carries the Delta app transaction `migrate:<unit>`, and a table that already
+    has it is left alone. Returns whether it appended."""
+    from deltalake import CommitProperties, Transaction, WriterProperties, write_deltalake
+
+    app_id = f"migrate:{unit}"
+    dt = tables.table()
+    if not files or dt.transaction_version(app_id) is not None:
+        return False
+
+    def batches():
+        for path, day in files:
+            for batch in conform(pq.read_table(path)).to_batches(ROW_GROUP_ROWS):
+                yield batch.append_column("date", pa.array([day] * batch.num_rows, pa.date32()))
+
+    write_deltalake(dt, pa.RecordBatchReader.from_batches(TABLE_SCHEMA, batches()), mode="append",
+                    partition_by=PARTITION_BY, writer_properties=WriterProperties(compression=COMPRESSION.upper()),
+                    commit_properties=CommitProperties(custom_metadata={RUN_ID_KEY: run_id, UNIT_KEY: str(unit)},
+                                                       app_transactions=[Transaction(app_id, 1)],
+                                                       max_commit_retries=MAX_COMMIT_RETRIES))
+    return True
+
+
 class DeltaWriter:
     """The run's new rows spooled to local Parquet, then appended to the table in one commit.
 
@@ -161,3 +197,23 @@ class DeltaWriter:
             self.writer.close()
             self.writer = None
         self.spool.unlink(missing_ok=True)
+
+
+def end_process(code) -> None:
+    """Exit with `code` (as SystemExit takes it). When deltalake is loaded, output is flushed and
+    logging shut down, then the process ends without interpreter teardown, where delta-rs's runtime
+    can abort a finished run (rc 134) and a scheduler would mark it failed."""
+    if "deltalake" not in sys.modules:
+        raise SystemExit(code)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -45,3 +45,22 @@ def duplicates(rows: list[dict]) -> int:
     """(account, raw_hash) pairs written more than once (dedup is per unit)."""
     pairs = [(r["account"], r["raw_hash"]) for r in rows]
     return len(pairs) - len(set(pairs))
+
+
+def wait_for_expiry(server, bucket: str, lease_key: str, seconds: float, deadline_s: float = 30) -> None:
+    """Until the store's clock (its Date against the lease's Last-Modified, both in whole seconds,
+    as the pipeline judges) says the lease is surely expired, or it is gone."""
+    import time
+    from datetime import timezone
+    from email.utils import parsedate_to_datetime
+
+    client, deadline = server.client(), time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            head = client.head_object(Bucket=bucket, Key=lease_key)
+        except client.exceptions.ClientError:
+            return
+        now = parsedate_to_datetime(head["ResponseMetadata"]["HTTPHeaders"]["date"]).replace(tzinfo=timezone.utc)
+        if (now - head["LastModified"]).total_seconds() > seconds + 1:
+            return
+        time.sleep(0.2)

@@ -26,7 +26,7 @@ from storage.lake.lease import Lease, LeaseLost
 from storage.lake.objects import PreconditionFailed, StoreRefused
 from storage.paths import UnitId, lease_name
 from tests.fake_store import FakeObjects, StoreClock
-from tests.lakes import duplicates, keys, table_rows
+from tests.lakes import duplicates, keys, table_rows, wait_for_expiry
 from tests.procs import base_env, run_cli, shopify_env, start_cli
 
 UNIT = UnitId("shopify", "test-shop.myshopify.com")
@@ -205,14 +205,8 @@ def test_a_holder_killed_mid_run_is_taken_over_once_its_short_lease_expires(tmp_
         holder.send_signal(signal.SIGKILL)
         holder.wait()
         shop.faults.clear()
-        client = local_s3.client()
         lease_key = f"lake/{lease_name(UnitId('shopify', 'test-shop.myshopify.com'))}"
-        while True:  # the store's clock decides: wait until it says the lease is surely expired
-            head = client.head_object(Bucket=bucket, Key=lease_key)
-            age = (time.time() - head["LastModified"].timestamp())
-            if age > 2.2:
-                break
-            time.sleep(0.2)
+        wait_for_expiry(local_s3, bucket, lease_key, 1.0)  # the store's clock decides
         after = run_cli(env)
         assert after.returncode == 0, after.stderr
         assert "took over the lease" in after.stderr

@@ -55,6 +55,16 @@ class S3Location:
     def key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
 
+    def storage_options(self, credentials: dict[str, str]) -> dict[str, str]:
+        """delta-rs's options for this store: region, endpoint (plain http only to loopback, checked
+        when parsed) and the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)."""
+        options = {"AWS_REGION": self.region or "us-east-1", **credentials}
+        if self.endpoint:
+            options["AWS_ENDPOINT_URL"] = self.endpoint
+            if self.endpoint.startswith("http://"):
+                options["AWS_ALLOW_HTTP"] = "true"
+        return options
+
 
 def parse_s3_url(url: str, env) -> S3Location:
     """The destination `s3://bucket/prefix` with the endpoint and region from `env`; ValueError

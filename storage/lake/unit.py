@@ -52,12 +52,7 @@ class LakeDestination:
     @property
     def tables(self) -> DeltaTables:
         if self._tables is None:
-            options = {"AWS_REGION": self.location.region or "us-east-1", **self.objects.credentials()}
-            if self.location.endpoint:
-                options["AWS_ENDPOINT_URL"] = self.location.endpoint
-                if self.location.endpoint.startswith("http://"):  # loopback only (checked in parse_s3_url)
-                    options["AWS_ALLOW_HTTP"] = "true"
-            self._tables = DeltaTables(self.location.url, options)
+            self._tables = DeltaTables(self.location.url, self.location.storage_options(self.objects.credentials()))
         return self._tables
 
     def secrets(self) -> list[str]:
