@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test sandbox run-pipeline clean-demo secrets-scan hooks crash-test race-test check-airflow \
-	check-workflow check-report crontab prune-logs bench bench-1m lake-race-test lake-crash-test
+	check-workflow check-report crontab prune-logs bench bench-1m lake-race-test lake-crash-test demo-lake bench-lake clean-demo-lake
 
 # requirements-checks.txt is hash-pinned (actionlint), so it gets its own pip call with --require-hashes.
 $(STAMP): requirements.txt requirements-dev.txt requirements-checks.txt
@@ -17,6 +17,9 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-checks.txt
 
 demo: $(STAMP)  ## the pipeline on the sandbox, run twice, then after 3% of products change
 	$(PY) -m sandbox.demo
+
+demo-lake: $(STAMP)  ## two shops, Amazon and eBay into one Delta table in a local S3 from parallel workers, then DuckDB
+	$(PY) -m sandbox.demo_lake
 
 test: $(STAMP)  ## the test suite
 	$(PY) -m pytest -q
@@ -84,5 +87,11 @@ bench: $(STAMP) $(DLT_VENV)/.installed  ## sizes 10k and 100k, the dlt compariso
 bench-1m: $(STAMP)  ## the 1,000,000-product run (minutes; several GB for the sandbox's catalog)
 	$(PY) bench/bench.py 1000000
 
+bench-lake: $(STAMP)  ## a unit's state in an object store at 1M products: requests and bytes of a first run and reruns
+	$(PY) bench/lake_index.py $${PRODUCTS:-1000000}
+
 clean-demo:
 	rm -rf .demo
+
+clean-demo-lake:
+	rm -rf .demo-lake

@@ -44,6 +44,7 @@ Examples:
   run_pipeline.py --accounts shopify:eu-store --streams products
   run_pipeline.py units                    # the units of work, one JSON line each
   run_pipeline.py report --html logs/report.html
+  run_pipeline.py migrate --to s3://bucket/products --table-format delta
 
 \b
 Exit codes: 0 ok; 1 a unit failed; 2 usage or configuration error;
@@ -128,6 +129,7 @@ def report(ctx, last, html_path, max_age, **shared):
     Examples:
       run_pipeline.py report
       run_pipeline.py report --html logs/report.html
+  run_pipeline.py migrate --to s3://bucket/products --table-format delta
       run_pipeline.py report --max-age 13h     # from a monitoring cron: exit 5 when stale
     """
     from pipelines import report as reports
@@ -167,6 +169,20 @@ def units(ctx, **shared):
         account = settings.account(unit)
         click.echo(json.dumps({"provider": unit.provider, "account": unit.account, "stream": unit.stream,
                                "ready": account.ready, "reason": account.reason}))
+
+
+@cli.command()
+@click.option("--to", "to", required=True, metavar="s3://BUCKET/PREFIX", help="The destination to move to.")
+@shared_options
+@click.pass_context
+def migrate(ctx, to, **shared):
+    """Move the local dataset and its state to an object store without writing any product twice;
+    --table-format delta appends the files to a Delta table there. Run it again to finish one that
+    stopped part-way; the next pipeline run there makes the usual one request.
+    """
+    from pipelines import migrate as migration
+
+    ctx.exit(migration.run(ctx, to, shared))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ import os
 import random
 import signal
 import time
-from datetime import timezone
-from email.utils import parsedate_to_datetime
 
 import pytest
 
@@ -29,6 +27,7 @@ from storage.crash import DELTA_POINTS
 from storage.paths import UnitId, lease_name, manifest_name
 from tests.conftest import parquet_rows as parquet_dataset
 from tests.lakes import duplicates, keys, parquet_rows, table_rows
+from tests.lakes import wait_for_expiry as wait_until_expired
 from tests.procs import base_env, run_cli, shopify_env, start_cli
 
 TOKEN = "shpat_lake_crash_token"
@@ -73,19 +72,9 @@ def lake_env(root, s3, bucket: str, server, fmt: str, **extra) -> dict:
                     PIPELINE_LEASE_SECONDS=str(LEASE_SECONDS), **extra)
 
 
-def wait_for_expiry(s3, buckets: list[str], deadline_s: float = 30) -> None:
-    """Until the store's clock says each bucket's lease is surely expired (or it is gone)."""
-    client, deadline = s3.client(), time.monotonic() + deadline_s
+def wait_for_expiry(s3, buckets: list[str]) -> None:
     for bucket in buckets:
-        while time.monotonic() < deadline:
-            try:
-                head = client.head_object(Bucket=bucket, Key=f"lake/{lease_name(UNIT)}")
-            except client.exceptions.ClientError:
-                break
-            now = parsedate_to_datetime(head["ResponseMetadata"]["HTTPHeaders"]["date"]).replace(tzinfo=timezone.utc)
-            if (now - head["LastModified"]).total_seconds() > LEASE_SECONDS + 1:
-                break
-            time.sleep(0.2)
+        wait_until_expired(s3, bucket, f"lake/{lease_name(UNIT)}", LEASE_SECONDS)
 
 
 def wait_for_stall(s3, bucket: str, deadline_s: float = 60) -> bool:

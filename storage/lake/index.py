@@ -202,6 +202,26 @@ class LakeState:
     def forget_run(self) -> None:
         self.cache.forget_run()
 
+    def absorb(self, state_file: Path) -> None:
+        """Take a local state file's seen hashes and versions as this run's own (a migration); the
+        file is copied first, so the source is never written to (not even a hot journal's rollback)."""
+        copy = self.cache_path.with_name("absorbed.sqlite")
+        source, target = sqlite3.connect(state_file), sqlite3.connect(copy)
+        try:
+            source.backup(target)
+        finally:
+            source.close(), target.close()
+        con = self.cache.con
+        con.execute("ATTACH DATABASE ? AS source", (str(copy),))
+        try:
+            con.execute("INSERT OR IGNORE INTO temp.run_seen SELECT h FROM source.seen")
+            tables = {row[0] for row in con.execute("SELECT name FROM source.sqlite_master WHERE type = 'table'")}
+            if "versions" in tables:  # a state from before versions were kept has none
+                con.execute("INSERT OR IGNORE INTO temp.run_versions SELECT v FROM source.versions")
+        finally:
+            con.execute("DETACH DATABASE source")
+            copy.unlink()
+
     def _write_manifest(self, manifest: dict) -> None:
         if self.read_only:
             raise RuntimeError("state opened read-only (dry run)")
@@ -236,8 +256,8 @@ class LakeState:
         blob = self.objects.get(name)
         if blob is None or len(blob.body) != count * KINDS[kind]:
             raise StateCorrupt(f"{self.objects.location.uri(name)} is {'missing' if blob is None else 'damaged'}: "
-                               f"the state of {self.unit} cannot be trusted; restore the object, or move the unit's "
-                               "manifest aside to rebuild its index from the data")
+                               f"the state of {self.unit} cannot be trusted, so the unit fails rather than write "
+                               "its products again; restore the object (from the bucket's versioning or a copy)")
         self.traffic["shards_read"] += 1
         self.traffic["bytes_read"] += len(blob.body)
         return blob.body

@@ -32,6 +32,10 @@ from storage.paths import UnitId, quarantine_path
 log = logging.getLogger("pipeline.lake")
 
 
+class MigrationUnfinished(Exception):
+    """The unit's state in the destination is a migration's, not finished: running it would duplicate."""
+
+
 @dataclass
 class LakeDestination:
     location: S3Location
@@ -95,6 +99,10 @@ class LakeUnit:
         self.state = None
         try:
             self.state = LakeState(objects, unit, self.workdir, read_only=dry_run)
+            if self.state.get("migrating"):
+                raise MigrationUnfinished(f"{unit}: a migration into {destination.url} has not finished for this unit "
+                                          f"(from {self.state.get('migrating')}); run `run_pipeline.py migrate --to "
+                                          f"{destination.url}` again before the pipeline, or it would write it twice")
             if lease is not None and lease.previous:
                 self._recover(lease.previous)
             self.writer = self._writer()
