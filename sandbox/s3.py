@@ -242,6 +242,15 @@ def _handler(proxy: _Proxy):
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return  # a worker the crash tests killed mid-request: expected, not worth a traceback
+        super().handle_error(request, client_address)
+
+
 def serve() -> None:
     """The child: moto and the proxy on free loopback ports; prints them, serves until stdin closes."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -250,8 +259,7 @@ def serve() -> None:
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     moto_port = moto.get_host_and_port()[1]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(_Proxy(moto_port)))
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), _handler(_Proxy(moto_port)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(json.dumps({"proxy": server.server_address[1], "moto": moto_port}), flush=True)
     sys.stdin.read()
