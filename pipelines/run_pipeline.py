@@ -61,7 +61,7 @@ missing or read-only logs folder): the line went to stderr;
 @click.option("--accounts", callback=parse_accounts, metavar="SPEC[,SPEC]",
               help="Accounts to run: provider:name, or a name unique across providers. Default: every one.")
 @click.option("--streams", callback=parse_streams, metavar="LIST",
-              help="Streams to run (products). Default: PIPELINE_STREAMS, else each account's own.")
+              help="Streams to run (products, orders). Default: PIPELINE_STREAMS, else each account's own (products).")
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after N records per unit (development).")
 @click.option("--dry-run", is_flag=True, help="Fetch, normalize and dedup, then report; write no data or state.")
 @click.option("--no-cache", is_flag=True, help="Bypass the HTTP disk cache.")
@@ -70,7 +70,7 @@ missing or read-only logs folder): the line went to stderr;
 @click.option("--since", callback=parse_since, metavar="ISO-8601",
               help="Fetch changes after this time instead of the high-water mark.")
 @click.option("--fail-on-anomaly", is_flag=True,
-              help="Exit 4 when a provider's volumes are off their rolling median (they are always logged).")
+              help="Exit 4 when a unit's volumes are off their rolling median (they are always logged).")
 @click.option("--verbose", "-v", is_flag=True, help="Log every request.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only warnings and errors.")
 @shared_options
