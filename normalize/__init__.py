@@ -17,18 +17,37 @@ class Rejected(Exception):
         return f"{self.field}: {self.reason}" if self.field else self.reason
 
 
-def make_product(**fields):
-    """A validated Product, or Rejected naming the first field that broke a rule."""
+def validated(model, prefix: str = "", **fields):
+    """A validated instance of `model`, or Rejected naming the first field that broke a rule
+    (`prefix` places a nested record's fields: "lineItems.")."""
     from pydantic import ValidationError
 
-    from normalize.models import Product
-
     try:
-        return Product.model_validate(fields)  # what Product(**fields) runs, without its keyword unpacking
+        return model.model_validate(fields)  # what model(**fields) runs, without its keyword unpacking
     except ValidationError as exc:
         first = exc.errors(include_input=False)[0]
         field = ".".join(str(part) for part in first["loc"]) or None
-        raise Rejected(first["msg"], field) from None
+        raise Rejected(first["msg"], f"{prefix}{field}" if field else None) from None
+
+
+def make_product(**fields):
+    """A validated Product, or Rejected naming the first field that broke a rule."""
+    from normalize.models import Product
+
+    return validated(Product, **fields)
+
+
+def line_items(raw) -> list:
+    """An order's line items as a list (none when absent); Rejected when the record or the field
+    is not what an order is."""
+    if not isinstance(raw, dict):
+        raise Rejected("record is not a JSON object")
+    items = raw.get("lineItems")
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise Rejected("expected a list", "lineItems")
+    return items
 
 
 def parse_price(value, field: str) -> Decimal | None:

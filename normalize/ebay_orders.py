@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from normalize import Rejected, obj, parse_price
+from normalize import Rejected, line_items, obj, parse_price, validated
 from normalize.dedup import raw_hash
-from normalize.order_models import Order, OrderLine, OrderVersion, validated
+from normalize.order_models import Order, OrderLine, OrderVersion
 
 SOURCE = "ebay"
 NORMALIZER_VERSION = 1
@@ -25,13 +25,7 @@ ZERO_WHEN_ABSENT = ("tax", "priceDiscount", "deliveryDiscount")
 
 def to_order(raw: dict, *, account: str, fetched_at: datetime, run_id: str) -> OrderVersion:
     """The Order and lines of one eBay order as the connector keeps it."""
-    if not isinstance(raw, dict):
-        raise Rejected("record is not a JSON object")
-    items = raw.get("lineItems")
-    if items is None:
-        items = []
-    if not isinstance(items, list):
-        raise Rejected("expected a list", "lineItems")
+    items = line_items(raw)
     pricing = obj(raw.get("pricingSummary"))
     total = obj(pricing.get("total"))
     currency = total.get("currency")

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from normalize import Rejected
 from normalize.models import Money, Text, UtcTime, arrow_schema
 
 Quantity = Annotated[Optional[int], Field(ge=0)]
@@ -110,13 +109,3 @@ class OrderVersion:
 
     def rows(self) -> dict[str, list]:
         return {"orders": [self.order], "order_lines": self.lines}
-
-
-def validated(model, prefix: str = "", **fields):
-    """A validated model, or Rejected naming the first field that broke a rule."""
-    try:
-        return model(**fields)
-    except ValidationError as exc:
-        first = exc.errors(include_input=False)[0]
-        field = ".".join(str(part) for part in first["loc"]) or None
-        raise Rejected(first["msg"], f"{prefix}{field}" if field else None) from None

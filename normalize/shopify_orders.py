@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from normalize import Rejected, obj, parse_price
+from normalize import line_items, obj, parse_price, validated
 from normalize.dedup import raw_hash
-from normalize.order_models import Order, OrderLine, OrderVersion, validated
+from normalize.order_models import Order, OrderLine, OrderVersion
 
 SOURCE = "shopify"
 NORMALIZER_VERSION = 1
@@ -19,13 +19,7 @@ NORMALIZER_VERSION = 1
 
 def to_order(raw: dict, *, account: str, fetched_at: datetime, run_id: str) -> OrderVersion:
     """The Order and lines of one raw Shopify order (line items already merged into a list)."""
-    if not isinstance(raw, dict):
-        raise Rejected("record is not a JSON object")
-    items = raw.get("lineItems")
-    if items is None:
-        items = []
-    if not isinstance(items, list):
-        raise Rejected("expected a list", "lineItems")
+    items = line_items(raw)
     digest = raw_hash(SOURCE, NORMALIZER_VERSION, raw)
     total = _money(raw, "totalPriceSet")
     order = validated(
