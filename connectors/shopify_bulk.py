@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from connectors import jsondecode
+from connectors.local import mark_local
 from connectors.http import ProviderError, ResponseError
 
 log = logging.getLogger("pipeline.shopify")
@@ -87,6 +88,7 @@ def run(api, query: str, checkpoint: Checkpoint, spool_dir: Path | None = None, 
     with tempfile.TemporaryDirectory(dir=spool_dir, prefix="shopify-bulk-") as spool:
         path = api.http.download(operation["url"], Path(spool) / "result.jsonl", what="the bulk result",
                                  next_step="the next run resumes the same operation and downloads it again")
+        mark_local()  # what comes next is read from disk: a prefetching thread would only cost CPU
         yield from assemble_file(path, Path(spool) / "assemble.sqlite", child)
     checkpoint.clear()
 
@@ -204,7 +206,9 @@ def _stream_grouped(lines, child: str = "variants") -> Iterator[dict]:
 def assemble(lines, spool: Path, child: str = "variants") -> Iterator[dict]:
     """Products with their variants from JSONL lines in any order, using an on-disk index. A
     variant's __parentId, which only said where it belongs, is dropped (raw_hash ignores it)."""
-    con = sqlite3.connect(spool, isolation_level=None)
+    # A run's puller may hand this generator to another thread between two records (never while
+    # it runs): the connection goes with it.
+    con = sqlite3.connect(spool, isolation_level=None, check_same_thread=False)
     try:
         con.execute("PRAGMA journal_mode=OFF")
         con.execute("PRAGMA synchronous=OFF")

@@ -102,3 +102,40 @@ def test_the_entrypoint_gives_arrow_the_system_allocator_unless_told_otherwise(p
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).resolve().parent.parent,
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out == expected
+
+
+def test_records_from_local_disk_are_pulled_by_the_consumer_itself():
+    """Once the connector marks its records local (a downloaded bulk result), the worker hands the
+    generator over: every record still arrives, in order, the rest pulled by the consuming thread."""
+    from connectors.local import mark_local
+
+    threads = []
+
+    def records():
+        for i in range(250):
+            yield i, threading.current_thread().name
+        mark_local()
+        for i in range(250, 600):
+            threads.append(threading.current_thread())
+            yield i, threading.current_thread().name
+
+    got = list(Prefetch(records(), depth=200, chunk=100))
+    assert [i for i, _ in got] == list(range(600))
+    assert {name for i, name in got if i <= 250} == {"prefetch"}  # 250: the record whose pull marked it
+    assert set(threads[1:]) == {threading.current_thread()}
+
+
+def test_an_error_after_the_hand_over_reaches_the_consumer():
+    from connectors.local import mark_local
+
+    def records():
+        yield 1
+        mark_local()
+        yield 2
+        raise RuntimeError("the file was cut short")
+
+    got = []
+    with pytest.raises(RuntimeError, match="cut short"):
+        for record in Prefetch(records(), chunk=100):
+            got.append(record)
+    assert got == [1, 2]
