@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test sandbox run-pipeline clean-demo secrets-scan hooks crash-test race-test check-airflow \
-	check-workflow check-report crontab prune-logs bench bench-1m
+	check-workflow check-report crontab prune-logs bench bench-1m lake-race-test lake-crash-test demo-lake bench-lake clean-demo-lake
 
 # requirements-checks.txt is hash-pinned (actionlint), so it gets its own pip call with --require-hashes.
 $(STAMP): requirements.txt requirements-dev.txt requirements-checks.txt
@@ -17,6 +17,9 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-checks.txt
 
 demo: $(STAMP)  ## the pipeline on the sandbox, run twice, then after 3% of products change
 	$(PY) -m sandbox.demo
+
+demo-lake: $(STAMP)  ## two shops, Amazon and eBay into one Delta table in a local S3 from parallel workers, then DuckDB
+	$(PY) -m sandbox.demo_lake
 
 test: $(STAMP)  ## the test suite
 	$(PY) -m pytest -q
@@ -38,6 +41,12 @@ crash-test: $(STAMP)  ## 30 random SIGKILLs of sandbox runs, each followed by a 
 
 race-test: $(STAMP)  ## 50 races of two runs of the same provider
 	RACES=$${RACES:-50} $(PY) -m pytest -q -s tests/test_overlap.py
+
+lake-race-test: $(STAMP)  ## object store: 10 rounds of 4 workers on 4 units, 20 races of one unit twice
+	LAKE_ROUNDS=$${LAKE_ROUNDS:-10} LAKE_RACES=$${LAKE_RACES:-20} $(PY) -m pytest -q -s tests/test_lake_leases.py
+
+lake-crash-test: $(STAMP)  ## object store: every named kill point, then 20 random SIGKILLs, each followed by a rerun
+	LAKE_CRASH_KILLS=$${LAKE_CRASH_KILLS:-20} $(PY) -m pytest -q -s tests/test_lake_crash.py
 
 AIRFLOW_VENV := .venv-airflow
 $(AIRFLOW_VENV)/.installed: deploy/airflow/requirements-airflow.txt
@@ -79,5 +88,11 @@ bench-1m: $(STAMP)  ## a million products: the bulk JSONL path, then paging (abo
 	$(PY) bench/bulk.py 1000000
 	$(PY) bench/bench.py 1000000
 
+bench-lake: $(STAMP)  ## a unit's state in an object store at 1M products: requests and bytes of a first run and reruns
+	$(PY) bench/lake_index.py $${PRODUCTS:-1000000}
+
 clean-demo:
 	rm -rf .demo
+
+clean-demo-lake:
+	rm -rf .demo-lake

@@ -39,8 +39,8 @@ RESOURCES = [
 log = logging.getLogger("pipeline.amazon")
 
 
-def make_client(settings: AmazonSettings, http_settings: HttpSettings, **kwargs) -> HttpClient:
-    """An HttpClient paced at the account's request rate."""
+def make_client(settings: AmazonSettings, http_settings: HttpSettings, counters=None, **kwargs) -> HttpClient:
+    """An HttpClient paced at the account's request rate (no shared daily budget: `counters` is unused)."""
     return HttpClient(NAME, replace(http_settings, requests_per_second=settings.requests_per_second), **kwargs)
 
 

@@ -41,10 +41,14 @@ class NothingToSearch(ProviderError):
     """The account has no search configured, so the products stream has nothing to ask for."""
 
 
-def make_client(settings: EbaySettings, http_settings: HttpSettings, **kwargs) -> HttpClient:
-    """An HttpClient paced at EBAY_REQUESTS_PER_SECOND that counts searches against the daily budget."""
+def make_client(settings: EbaySettings, http_settings: HttpSettings, counters=None, **kwargs) -> HttpClient:
+    """An HttpClient paced at EBAY_REQUESTS_PER_SECOND that counts searches against the daily budget,
+    kept by the destination's `counters` (shared by every worker using the keyset), else in the
+    settings' local calls file."""
     now = kwargs.get("now") or (lambda: datetime.now(timezone.utc))
-    budget = DailyCallBudget(settings.calls_file, settings.daily_call_budget, today=lambda: now().date())
+    today = lambda: now().date()  # noqa: E731
+    budget = (counters.daily_budget(settings.calls_file.name, settings.daily_call_budget, today) if counters
+              else DailyCallBudget(settings.calls_file, settings.daily_call_budget, today=today))
 
     def count_call(request) -> None:  # a prepared request, before it is sent
         if request.url.startswith(settings.search_url) and not budget.spend():

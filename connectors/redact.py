@@ -12,8 +12,11 @@ MASK = "***"
 PATTERNS = [
     re.compile(r"shp(at|ca|pa|ss)_[0-9A-Za-z_]{8,}"),
     re.compile(r"(?i)bearer\s+[^\s,]+"),
-    re.compile(r"AKIA[0-9A-Z]{16}"),
-    re.compile(r"X-Amz-Signature=[^&\s]+"),
+    re.compile(r"(AKIA|ASIA)[0-9A-Z]{16}"),  # AWS access key ids: long-term and temporary (STS)
+    re.compile(r"X-Amz-(Signature|Credential|Security-Token)=[^&\s]+"),  # presigned S3 URLs
+    # An AWS secret key or session token beside its name (a config dump, an env listing, a header).
+    re.compile(r"(?i)(aws_secret_access_key|secret_?access_?key|aws_session_token|session_?token|"
+               r"x-amz-security-token)['\"]?(\s*[:=]\s*['\"]?|\s+)[A-Za-z0-9/+=]{16,}"),
     re.compile(r"X-Goog-(Signature|Credential)=[^&\s]+"),  # signed storage URLs (Shopify bulk results)
     re.compile(r"v\^1\.1#\S+"),
 ]

@@ -60,8 +60,9 @@ PRODUCTS = Resource(root="products", query=PRODUCTS_QUERY, child="variants", chi
 _CostBucket = CostBucket  # the name the pacing tests know
 
 
-def make_client(shop: ShopifySettings, http_settings: HttpSettings, **kwargs) -> HttpClient:
-    """An HttpClient whose cache never stores the access token."""
+def make_client(shop: ShopifySettings, http_settings: HttpSettings, counters=None, **kwargs) -> HttpClient:
+    """An HttpClient whose cache never stores the access token (a shop has no shared call budget:
+    `counters` is unused)."""
     return HttpClient(NAME, http_settings, secret_headers=(HEADER,), **kwargs)
 
 

@@ -65,8 +65,13 @@ def parse_accounts(ctx, param, value):
 def shared_options(command):
     """Options every command takes, before or after the subcommand's name (after wins)."""
     options = [
+        click.option("--destination", metavar="PATH|s3://BUCKET/PREFIX",
+                     help="Where data, state and quarantine go: a folder or an object store. "
+                          "Default: <repo>/data (or PIPELINE_DESTINATION, PIPELINE_DATA_DIR)."),
+        click.option("--table-format", type=click.Choice(["parquet", "delta"]),
+                     help="Parquet files (the default) or a Delta table (or PIPELINE_TABLE_FORMAT)."),
         click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                     help="Output, state and quarantine. Default: <repo>/data (or PIPELINE_DATA_DIR)."),
+                     help="A folder as the destination (a spelling of --destination PATH)."),
         click.option("--logs-dir", type=click.Path(file_okay=False, path_type=Path),
                      help="Run log and tracebacks. Default: <repo>/logs (or PIPELINE_LOGS_DIR)."),
         click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -87,7 +92,8 @@ def load_command_settings(ctx: click.Context, shared: dict) -> Settings:
     _refuse_shared_env_file(env_file)
     try:
         return load_settings(read_environment(env_file), data_dir=given.get("data_dir"),
-                             logs_dir=given.get("logs_dir"), cache_dir=given.get("cache_dir"))
+                             logs_dir=given.get("logs_dir"), cache_dir=given.get("cache_dir"),
+                             destination=given.get("destination"), table_format=given.get("table_format"))
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
 

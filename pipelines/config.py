@@ -18,8 +18,10 @@ from dotenv.parser import parse_stream
 from pydantic import SecretStr
 
 from pipelines import accounts as accounts_file
+from pipelines import destination_settings as destinations
 from pipelines.provider_settings import ConfigError, _amazon, _ebay, _get, _number, _shopify
 from pipelines.secret_refs import Resolver, UnresolvedReference, is_reference
+from storage.destination import DestinationSettings
 from storage.paths import ACCOUNT_RE, STREAMS, UnitId
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +72,7 @@ class Settings:
     orders_lookback: timedelta = timedelta(minutes=60)
     orders_customer_key: SecretStr | None = None  # PIPELINE_ORDERS_CUSTOMER=hash: the HMAC key
     orders_key_problem: str | None = None  # its reference did not resolve: orders units fail with this
+    destination: DestinationSettings | None = None  # None: the local data_dir, Parquet (tests build Settings so)
 
     def provider(self, name: str):
         """The settings of the provider's first ready account, or None."""
@@ -135,6 +138,8 @@ class Settings:
                 value = getattr(a.settings, f.name)
                 if isinstance(value, SecretStr):
                     values.append(value.get_secret_value())
+        if self.destination is not None:
+            values += [v for k, v in self.destination.aws.items() if k in destinations.AWS_SECRET_VARIABLES]
         return [v for v in values if v]
 
 
@@ -189,9 +194,15 @@ def load_settings(
     data_dir: Path | None = None,
     logs_dir: Path | None = None,
     cache_dir: Path | None = None,
+    destination: str | None = None,
+    table_format: str | None = None,
 ) -> Settings:
     """Build settings from an environment mapping; raises ConfigError naming the variable."""
-    resolved_data_dir = _path(env, "PIPELINE_DATA_DIR", data_dir, REPO_ROOT / "data")
+    local, s3 = destinations.where(env, destination=destination, data_dir=data_dir, repo_root=REPO_ROOT)
+    resolved_data_dir = _path(env, "PIPELINE_DATA_DIR", local, REPO_ROOT / "data")
+    resolved_logs_dir = _path(env, "PIPELINE_LOGS_DIR", logs_dir, REPO_ROOT / "logs")
+    file_mode = _file_mode(env, "PIPELINE_OUTPUT_FILE_MODE", 0o640)
+    rows_per_file = _number(env, "PIPELINE_ROWS_PER_FILE", 250_000, minimum=1, kind=int)
     path = accounts_file.default_path(REPO_ROOT, env)
     resolver = Resolver(env)
     if path is None:
@@ -215,19 +226,19 @@ def load_settings(
     _check_names(accounts, path)
     settings = Settings(
         data_dir=resolved_data_dir,
-        logs_dir=_path(env, "PIPELINE_LOGS_DIR", logs_dir, REPO_ROOT / "logs"),
+        logs_dir=resolved_logs_dir,
         cache_dir=_path(env, "PIPELINE_CACHE_DIR", cache_dir, REPO_ROOT / ".cache" / "api"),
         cache_ttl=timedelta(seconds=_number(env, "PIPELINE_CACHE_TTL_SECONDS", 3600)),
         lookback=timedelta(minutes=_number(env, "PIPELINE_LOOKBACK_MINUTES", 10)),
         quarantine_max_percent=_number(env, "PIPELINE_QUARANTINE_MAX_PERCENT", 2.0),
-        output_file_mode=_file_mode(env, "PIPELINE_OUTPUT_FILE_MODE", 0o640),
+        output_file_mode=file_mode,
         connect_timeout_s=_number(env, "PIPELINE_CONNECT_TIMEOUT_SECONDS", 10, minimum=0.1),
         read_timeout_s=_number(env, "PIPELINE_READ_TIMEOUT_SECONDS", 60, minimum=0.1),
         request_deadline_s=_number(env, "PIPELINE_REQUEST_DEADLINE_SECONDS", 300, minimum=0.1),
         max_attempts=_number(env, "PIPELINE_MAX_ATTEMPTS", 6, minimum=1, kind=int),
         max_total_wait_s=_number(env, "PIPELINE_MAX_RETRY_WAIT_SECONDS", 600),
         breaker_threshold=_number(env, "PIPELINE_BREAKER_THRESHOLD", 5, minimum=1, kind=int),
-        rows_per_file=_number(env, "PIPELINE_ROWS_PER_FILE", 250_000, minimum=1, kind=int),
+        rows_per_file=rows_per_file,
         anomaly_window=_number(env, "PIPELINE_ANOMALY_WINDOW", 8, minimum=1, kind=int),
         anomaly_factor=_number(env, "PIPELINE_ANOMALY_FACTOR", 3.0, minimum=1.0),
         anomaly_floor=_number(env, "PIPELINE_ANOMALY_FLOOR", 50, minimum=0, kind=int),
@@ -238,6 +249,9 @@ def load_settings(
         accounts_file=path,
         orders_lookback=timedelta(minutes=_number(env, "PIPELINE_ORDERS_LOOKBACK_MINUTES", 60)),
         **_orders_customer(env, resolver),
+        destination=destinations.destination_settings(env, s3, data_dir=resolved_data_dir, logs_dir=resolved_logs_dir,
+                                                      file_mode=file_mode, rows_per_file=rows_per_file,
+                                                      table_format=table_format),
     )
     try:
         settings.check_one_orders_unit_per_seller(settings.units())

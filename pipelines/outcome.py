@@ -39,9 +39,16 @@ SUMMED = ("fetched", "quarantined", "duplicates", "written", "requests", "cache_
 
 
 def record_run(settings: Settings, opts, run_id: str, started: datetime, finished: datetime,
-               results: dict[UnitId, ProviderResult], skipped: dict[str, ProviderResult]) -> tuple[int, dict]:
-    """Judge the run (anomalies, exit code), append its run-log line and publish it; returns (code, record)."""
-    history = runlog.read(settings.logs_dir)
+               results: dict[UnitId, ProviderResult], skipped: dict[str, ProviderResult],
+               run_log=None) -> tuple[int, dict]:
+    """Judge the run (anomalies, exit code), append its run-log line to `run_log` (the destination's
+    history; the local logs/runs.jsonl by default) and publish it; returns (code, record)."""
+    run_log = run_log or runlog.LocalRunLog(settings.logs_dir)
+    try:
+        history = run_log.read()
+    except Exception as exc:  # noqa: BLE001 - judged without a baseline, and said so
+        log.warning("run history: could not read %s: %s", run_log.where, exc)
+        history = []
     defaults = settings.default_accounts()
     anomalies = find_anomalies(settings, opts, results, history, defaults)
     code = exit_code(list(results.values()), bool(anomalies) and opts.fail_on_anomaly)
@@ -67,9 +74,9 @@ def record_run(settings: Settings, opts, run_id: str, started: datetime, finishe
         "errors": error_summary(results),
     }
     try:
-        runlog.append(settings.logs_dir, record)
+        run_log.append(record)
     except OSError as exc:
-        code = unrecorded(settings, record, exc)
+        code = unrecorded(settings, record, exc, run_log.where)
     publish(settings, record, [*history, record], defaults)
     return code, record
 
@@ -96,11 +103,11 @@ def providers_view(units: list[dict], skipped: dict[str, ProviderResult]) -> dic
     return {p: view[p] for p in PROVIDERS if p in view}
 
 
-def unrecorded(settings: Settings, record: dict, exc: OSError) -> int:
+def unrecorded(settings: Settings, record: dict, exc: OSError, path=None) -> int:
     """The run log could not take the run's line: say so in one sentence, keep the line on stderr for
     the scheduler's own log, and exit 74, which wins over 1, 3 and 4 (without the record nobody sees
     those); 75 (every unit locked: no work done) stays."""
-    path = runlog.runlog_path(settings.logs_dir)
+    path = path or runlog.runlog_path(settings.logs_dir)
     problem = f"[Errno {exc.errno}] {exc.strerror}" if exc.strerror else str(exc)
     if record["exit_code"] != EXIT_LOCKED:
         record["exit_code"] = EXIT_UNRECORDED

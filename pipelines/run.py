@@ -17,21 +17,30 @@ from itertools import islice
 from connectors.shopify_auth import MissingScope
 from connectors.shopify_graphql import AccessDenied
 from connectors.http import CircuitOpen, HttpSettings, Pacer
-from connectors.redact import Redactor
+from connectors.redact import Redactor, remember
 from connectors.shopify_bulk import Checkpoint
 from pipelines import accounts, outcome
 from pipelines.config import Settings
 from pipelines.streams import UNAVAILABLE, stream_of
 from pipelines.stages import BATCH_SIZE, Prefetch, Progress, ProviderResult, batched, keep_new, lean_gc, normalize_batch
 from storage.crash import crash_point
-from storage.destination import LocalDestination, LocalUnit, Locked
-from storage.paths import UnitId
+from storage.destination import DestinationSettings, Locked, open_destination
+from storage.paths import TABLES, UnitId
 
 log = logging.getLogger("pipeline")
 
 
 class QualityGateFailed(Exception):
     """Too many of a provider's records were quarantined to trust the rest."""
+
+
+class DestinationUnavailable(Exception):
+    """The destination cannot take a run (unreachable, or a store that ignores conditional writes:
+    `refused`, a configuration error); nothing was written."""
+
+    def __init__(self, message: str, refused: bool):
+        super().__init__(message)
+        self.refused = refused
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,9 @@ def execute(settings: Settings, opts: RunOptions, rt: Runtime) -> tuple[int, dic
     started = rt.now()
     run_id = started.strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
     selected = select_units(settings, opts)
-    destination = LocalDestination(settings.data_dir, settings.output_file_mode, settings.rows_per_file)
+    destination = open_destination(settings.destination or DestinationSettings(
+        settings.data_dir, settings.logs_dir, file_mode=settings.output_file_mode, rows_per_file=settings.rows_per_file))
+    _prepare(destination, settings, opts, sorted({t for u in selected for t in TABLES[u.stream]}))
     skipped = {p: outcome.not_configured(p, reason) for p, reason in settings.not_configured.items()
                if not opts.providers or p in opts.providers}
     results: dict[UnitId, ProviderResult] = {}
@@ -86,10 +97,24 @@ def execute(settings: Settings, opts: RunOptions, rt: Runtime) -> tuple[int, dic
         with lean_gc():
             results[unit] = result = run_unit(destination, unit, settings, opts, run_id, started, rt, pacers)
         outcome.report(unit, result, opts)
-    return outcome.record_run(settings, opts, run_id, started, rt.now(), results, skipped)
+    return outcome.record_run(settings, opts, run_id, started, rt.now(), results, skipped, destination.history)
 
 
-def run_unit(destination: LocalDestination, unit: UnitId, settings: Settings, opts: RunOptions, run_id: str,
+def _prepare(destination, settings: Settings, opts: RunOptions, tables: list[str]) -> None:
+    """Credentials it resolved join the redaction set; then the probe and the units' tables, before any unit."""
+    try:
+        for secret in destination.secrets():
+            remember(secret)
+        destination.prepare(dry_run=opts.dry_run, tables=tables)
+    except Exception as exc:
+        from storage.lake.objects import StoreRefused
+
+        message = Redactor(settings.secrets())(str(exc))
+        raise DestinationUnavailable(f"the destination {destination.url} cannot take this run: {message}",
+                                     refused=isinstance(exc, StoreRefused)) from exc
+
+
+def run_unit(destination, unit: UnitId, settings: Settings, opts: RunOptions, run_id: str,
              started: datetime, rt: Runtime, pacers: dict | None = None) -> ProviderResult:
     """One unit under its lock; a failure rolls back its files and state and fails it alone."""
     result, clock_start, http = ProviderResult(), time.monotonic(), None
@@ -107,6 +132,7 @@ def run_unit(destination: LocalDestination, unit: UnitId, settings: Settings, op
             pacer = (pacers if pacers is not None else {}).setdefault(_credential(unit, account.settings), Pacer())
             connector = stream_of(unit.provider, unit.stream).connector
             http = connector.make_client(account.settings, _http_settings(settings, unit, opts),
+                                         counters=store.counters,
                                          sleep=rt.sleep, now=rt.now, clock=rt.clock, pacer=pacer)
             extract_load(store, unit, account.settings, settings, opts, run_id, rt, http, result)
     except Locked as exc:
@@ -128,7 +154,7 @@ def run_unit(destination: LocalDestination, unit: UnitId, settings: Settings, op
     return result
 
 
-def extract_load(store: LocalUnit, unit: UnitId, account, settings: Settings, opts: RunOptions, run_id: str,
+def extract_load(store, unit: UnitId, account, settings: Settings, opts: RunOptions, run_id: str,
                  rt: Runtime, http, result: ProviderResult) -> None:
     """fetch -> normalize -> dedup -> write, then commit the files, the index and the high-water mark."""
     stream = stream_of(unit.provider, unit.stream)

@@ -27,9 +27,9 @@ from connectors.redact import Redactor
 from pipelines import __version__
 from pipelines.cli_options import (ConfigProblem, check_selection, load_command_settings, parse_accounts,
                                    parse_providers, parse_since, parse_streams, setup_logging, shared_options)
-from pipelines.outcome import EXIT_LOCKED, EXIT_STALE
-from pipelines.run import RunOptions, Runtime, execute, select_units
-from storage import runlog
+from pipelines.outcome import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_STALE
+from pipelines.run import DestinationUnavailable, RunOptions, Runtime, execute, select_units
+from storage.destination import open_destination
 
 __all__ = ["cli", "Runtime"]
 
@@ -44,6 +44,7 @@ Examples:
   run_pipeline.py --accounts shopify:eu-store --streams products
   run_pipeline.py units                    # the units of work, one JSON line each
   run_pipeline.py report --html logs/report.html
+  run_pipeline.py migrate --to s3://bucket/products --table-format delta
 
 \b
 Exit codes: 0 ok; 1 a unit failed; 2 usage or configuration error;
@@ -101,6 +102,9 @@ def cli(ctx, providers, accounts, streams, limit, dry_run, no_cache, full_refres
     old_umask = os.umask(0o077)  # cache, state, logs and tracebacks are the owner's alone
     try:
         code, record = execute(settings, opts, ctx.obj if isinstance(ctx.obj, Runtime) else Runtime())
+    except DestinationUnavailable as exc:
+        click.echo(f"{exc}. Nothing was done.", err=True)
+        ctx.exit(EXIT_CONFIG if exc.refused else EXIT_FAILED)
     finally:
         os.umask(old_umask)
         logging.getLogger("pipeline").removeHandler(handler)
@@ -125,6 +129,7 @@ def report(ctx, last, html_path, max_age, **shared):
     Examples:
       run_pipeline.py report
       run_pipeline.py report --html logs/report.html
+  run_pipeline.py migrate --to s3://bucket/products --table-format delta
       run_pipeline.py report --max-age 13h     # from a monitoring cron: exit 5 when stale
     """
     from pipelines import report as reports
@@ -134,8 +139,9 @@ def report(ctx, last, html_path, max_age, **shared):
         window = reports.parse_duration(max_age) if max_age else None
     except ValueError as exc:
         raise ConfigProblem(str(exc)) from None
-    history = runlog.read(settings.logs_dir)
-    click.echo(reports.table(history, last) if history else f"No runs recorded in {runlog.runlog_path(settings.logs_dir)}.")
+    run_log = open_destination(settings.destination).history
+    history = run_log.read()
+    click.echo(reports.table(history, last) if history else f"No runs recorded in {run_log.where}.")
     if html_path:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         html_path.write_text(reports.html_report(history), encoding="utf-8")
@@ -165,5 +171,24 @@ def units(ctx, **shared):
                                "ready": account.ready, "reason": account.reason}))
 
 
+@cli.command()
+@click.option("--to", "to", required=True, metavar="s3://BUCKET/PREFIX", help="The destination to move to.")
+@shared_options
+@click.pass_context
+def migrate(ctx, to, **shared):
+    """Move the local dataset and its state to an object store without writing any product twice;
+    --table-format delta appends the files to a Delta table there. Run it again to finish one that
+    stopped part-way; the next pipeline run there makes the usual one request.
+    """
+    from pipelines import migrate as migration
+
+    ctx.exit(migration.run(ctx, to, shared))
+
+
 if __name__ == "__main__":
-    cli()
+    try:
+        cli()
+    except SystemExit as done:
+        from storage.delta import end_process
+
+        end_process(done.code)

@@ -58,3 +58,13 @@ class DailyCallBudget:
         except (OSError, ValueError):
             return 0
         return int(data.get("calls", 0)) if isinstance(data, dict) and data.get("date") == day else 0
+
+
+class LocalCounters:
+    """A local destination's shared counters, as the connectors ask for them (`daily_budget`)."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+
+    def daily_budget(self, file_name: str, limit: int, today: Callable[[], date]) -> DailyCallBudget:
+        return DailyCallBudget(self.data_dir / "state" / file_name, limit, today=today)

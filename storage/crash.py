@@ -11,6 +11,9 @@ import signal
 
 POINTS = ("after_fetch", "mid_tmp_write", "after_fsync", "after_rename", "between_files",
           "before_runlog", "during_runlog")
+# Reached only by a run into a Delta table (tests/test_lake_crash.py): the rows spooled and the
+# lease marked as committing, nothing appended yet; the commit made, the state not yet written.
+DELTA_POINTS = ("before_delta_commit", "between_data_and_state")
 
 
 def armed(name: str) -> bool:

@@ -1,25 +1,41 @@
 """Where a unit's data and state live, behind one object per unit.
 
-`LocalDestination` is the embedded default: date-partitioned Parquet, SQLite state, a lock file per
-unit of work (provider, account, stream), all under one data folder. The run asks it for a unit and gets back everything that
-unit owns (lock, state, writer, quarantine, the stores its connector reads), already recovered
+A destination is opened from its settings by `open_destination`, and offers:
+  prepare(dry_run=)   checks and creates what units need before they fan out (tables, the probe)
+  open_unit(unit, run_id=, day=, dry_run=) -> a unit, as a context manager, raising Locked
+  history             the run log: read(), append(record), where
+  secrets()           credentials it resolved at run time, for redaction
+A unit offers: state (get, keep_unseen, remember_versions), write(products), commit(meta) ->
+files, quarantine, meta (get/set/delete for the connector's thread), known (`version in known`),
+counters (daily_budget for a shared call budget) and samples.
+
+`LocalDestination` is the embedded default: date-partitioned Parquet (or a Delta table), SQLite
+state, a lock file per unit of work (provider, account, stream), all under one data folder.
+`storage/lake/` is the other implementation, an object store (s3://), imported only when used.
+The run asks a destination for a unit and gets back everything that unit owns, already recovered
 from any crash before it; the run then streams records through the unit and commits it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import shutil
+import tempfile
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 from normalize.models import Product
+from storage.budget import LocalCounters
 from storage.lock import FileLease
 from storage.parquet import ROWS_PER_FILE, PartitionWriter
 from storage.paths import TABLES, UnitId, legacy_lock_path, legacy_state_path, lock_path, quarantine_path, state_path
 from storage.quarantine import Quarantine
 from storage.recovery import recover
+from storage.runlog import LocalRunLog
 from storage.state import KnownVersions, MetaStore, ProviderState, inherit_legacy_state
+
+TABLE_FORMATS = ("parquet", "delta")
 
 DRY_RUN_SAMPLES = 20
 
@@ -47,12 +63,65 @@ class DryRunSink:
 
 
 @dataclass(frozen=True)
+class DestinationSettings:
+    """Where the data goes: a folder (`data_dir`) or an object store (`s3`), and in which format."""
+
+    data_dir: Path
+    logs_dir: Path
+    table_format: str = "parquet"
+    s3: object | None = None  # storage.lake.objects.S3Location
+    lease_seconds: float = 900.0
+    file_mode: int = 0o640
+    rows_per_file: int = ROWS_PER_FILE
+    aws: dict = field(default_factory=dict, repr=False, compare=False)  # AWS_* read with the settings
+
+    @property
+    def url(self) -> str:
+        return self.s3.url if self.s3 is not None else str(self.data_dir)
+
+
+def open_destination(settings: DestinationSettings):
+    """The destination the settings name: a LocalDestination, or a LakeDestination (which imports
+    boto3, and deltalake for the delta format, only now)."""
+    if settings.s3 is None:
+        return LocalDestination(settings.data_dir, settings.file_mode, settings.rows_per_file,
+                                settings.table_format, settings.logs_dir)
+    from storage.lake.unit import LakeDestination
+
+    return LakeDestination(settings.s3, settings.table_format, settings.lease_seconds, settings.rows_per_file,
+                           settings.aws or None)
+
+
+@dataclass(frozen=True)
 class LocalDestination:
     """A data folder on this machine."""
 
     data_dir: Path
     file_mode: int = 0o640
     rows_per_file: int = ROWS_PER_FILE
+    table_format: str = "parquet"
+    logs_dir: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return str(self.data_dir)
+
+    @property
+    def history(self) -> LocalRunLog:
+        return LocalRunLog(self.logs_dir if self.logs_dir is not None else self.data_dir.parent / "logs")
+
+    @property
+    def tables(self):
+        return _local_tables(str(self.data_dir))
+
+    def secrets(self) -> list[str]:
+        return []
+
+    def prepare(self, *, dry_run: bool, tables=("products",)) -> None:
+        """The units' Delta tables are created before units fan out (a dry run writes nothing)."""
+        if self.table_format == "delta" and not dry_run:
+            for table in tables:
+                self.tables.ensure(table)
 
     def open_unit(self, unit: UnitId, *, run_id: str, day: date, dry_run: bool, heir: bool = False) -> "LocalUnit":
         """The unit under its lock, recovered and marked in flight; raises Locked if another run holds it.
@@ -91,22 +160,36 @@ class LocalUnit:
                  lock: FileLease):
         data_dir, path = destination.data_dir, state_path(destination.data_dir, unit)
         self.unit, self.run_id, self.dry_run, self.lock = unit, run_id, dry_run, lock
+        self.spool_dir = None
         self.state = ProviderState.open(path, read_only=dry_run)
         try:
-            self.writers = {table: DryRunSink() if dry_run else PartitionWriter(
-                data_dir, unit, run_id, day, destination.file_mode, destination.rows_per_file, table=table)
-                for table in TABLES[unit.stream]}
+            self.writers = {table: self._writer(destination, unit, run_id, day, table)
+                            for table in TABLES[unit.stream]}
+            self.counters = LocalCounters(data_dir)
             self.quarantine = Quarantine(quarantine_path(data_dir, unit, day, run_id), enabled=not dry_run)
             # What the connector reads and writes from its own thread: the bulk checkpoint and
             # learned page size (None in a dry run, which writes nothing), and the written versions.
             self.meta = None if dry_run else MetaStore(path)
             self.known = KnownVersions(path)
             if not dry_run:
-                recover(self.state, data_dir, unit, legacy=bool(self.state.get("legacy_files")))
+                recover(self.state, data_dir, unit, legacy=bool(self.state.get("legacy_files")),
+                        tables=destination.tables if destination.table_format == "delta" else None)
                 self.state.set("inflight_run", run_id)
         except BaseException:
             self.state.close()
             raise
+
+    def _writer(self, destination: "LocalDestination", unit: UnitId, run_id: str, day: date, table: str):
+        if self.dry_run:
+            return DryRunSink()
+        if destination.table_format == "delta":
+            from storage.delta import DeltaWriter
+
+            if self.spool_dir is None:
+                self.spool_dir = Path(tempfile.mkdtemp(prefix=f"delta-{unit.provider}-"))
+            return DeltaWriter(destination.tables, unit, run_id, day, self.spool_dir, table=table)
+        return PartitionWriter(destination.data_dir, unit, run_id, day, destination.file_mode,
+                               destination.rows_per_file, table=table)
 
     def __enter__(self) -> "LocalUnit":
         return self
@@ -126,7 +209,9 @@ class LocalUnit:
     def commit(self, meta: dict) -> list[str]:
         """Publish the files, then record them, the run's hashes and `meta` in one transaction;
         returns the files, relative to the data folder. A dry run commits nothing."""
-        files = [f.as_posix() for writer in self.writers.values() for f in writer.close()]
+        # The primary table last: recovery reads it to tell whether the run's data went in whole
+        # (a Delta commit cannot be taken back, and the tables commit one by one).
+        files = [Path(f).as_posix() for _, writer in reversed(self.writers.items()) for f in writer.close()]
         if not self.dry_run:
             self.state.commit(self.run_id, files, meta)
         return files
@@ -138,16 +223,30 @@ class LocalUnit:
                 writer.discard()
         with contextlib.suppress(Exception):
             self.state.forget_run()
-            if not self.dry_run:
+            # Rows already in a Delta table cannot be taken back: the marker stays, and the next
+            # run's recovery adopts them into the index instead.
+            if not self.dry_run and not any(getattr(w, "committed", False) for w in self.writers.values()):
                 self.state.delete("inflight_run")
 
     def close(self) -> None:
         try:
             self.state.close()
         finally:
+            if self.spool_dir is not None:
+                shutil.rmtree(self.spool_dir, ignore_errors=True)
             self.lock.release()
 
     @property
     def samples(self) -> list:
         """Rows a dry run would have written (a few), for the summary."""
         return getattr(next(iter(self.writers.values())), "samples", [])
+
+
+_TABLES: dict[str, object] = {}
+
+
+def _local_tables(root: str):
+    """One DeltaTables per folder per process (the table object is reused across commits)."""
+    from storage.delta import DeltaTables
+
+    return _TABLES.setdefault(root, DeltaTables(root))

@@ -8,6 +8,9 @@ units never write the same path and a unit's recovery only ever looks at its own
   state/<provider>.<account>.<stream>.sqlite
   .locks/<provider>.<account>.<stream>.lock
 
+Under an object-store destination (storage/lake/) the lock is a lease object and the state a
+manifest with index shards: `lease_name`, `manifest_name`, `segment_name` below.
+
 Account names match ACCOUNT_RE, which admits no separator, dot-dot or path character that could
 escape a folder; they are unique within a provider regardless of case, so they stay distinct on
 case-insensitive file systems too. Before units, a provider's files had no account in their
@@ -105,3 +108,36 @@ def quarantine_path(data_dir: Path, unit: UnitId, day: date, run_id: str) -> Pat
         raise ValueError("invalid quarantine path component")
     return (data_dir / "quarantine" / f"source={provider}" / f"date={day.isoformat()}"
             / f"{account}.{stream}.{run_id}.jsonl")
+
+
+# -- object names under a remote destination's prefix (storage/lake/) ------------------------------
+def unit_key(unit: UnitId) -> str:
+    provider, account, stream = check_unit(unit)
+    return f"{provider}.{account}.{stream}"
+
+
+def lease_name(unit: UnitId) -> str:
+    return f"_leases/{unit_key(unit)}.json"
+
+
+def manifest_name(unit: UnitId) -> str:
+    return f"_state/{unit_key(unit)}/manifest.json"
+
+
+def segment_prefix(unit: UnitId, run_id: str) -> str:
+    """Where a run's index shards go: one folder per run, so a dead run's leftovers are one listing."""
+    if not RUN_ID_RE.fullmatch(run_id):
+        raise ValueError(f"invalid run id: {run_id!r}")
+    return f"_state/{unit_key(unit)}/index/{run_id}/"
+
+
+def segment_name(unit: UnitId, run_id: str, kind: str, bits: int, shard: int) -> str:
+    """An index shard: the entries whose first byte's top `bits` bits are `shard`."""
+    return f"{segment_prefix(unit, run_id)}{kind}-{bits}-{shard:02x}.bin"
+
+
+def counter_name(file_name: str) -> str:
+    """A shared counter (an eBay keyset's daily calls), named like its local file."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.json", file_name):
+        raise ValueError(f"invalid counter name: {file_name!r}")
+    return f"_state/counters/{file_name}"

@@ -5,17 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from storage.parquet import parse_file_name, sweep, unit_files
-from storage.paths import UnitId
+from storage.paths import TABLES, UnitId
 from storage.state import ProviderState
 
 
-def recover(state: ProviderState, data_dir: Path, unit: UnitId, *, legacy: bool = False) -> tuple[int, int]:
+def recover(state: ProviderState, data_dir: Path, unit: UnitId, *, legacy: bool = False,
+            tables=None) -> tuple[int, int]:
     """Remove the unit's staging files and the files of its run that died before its commit, then
     index any of its Parquet files the state does not know (a lost or restored state file). Only
     the unit's own files are looked at (with `legacy`, also its provider's files from before units,
-    which only the unit that inherited that provider's state owns). Returns (removed, adopted rows)."""
+    which only the unit that inherited that provider's state owns). With a Delta table (`tables`),
+    a run that died between its commit and its state write cannot be taken back: the rows it
+    committed are adopted into the index instead. Returns (removed, adopted rows)."""
     inflight = state.get("inflight_run")
     removed = sweep(data_dir, unit, inflight, legacy=legacy)
+    if inflight and tables is not None:
+        rows = tables.recover(unit, inflight, TABLES[unit.stream])
+        if rows is not None:
+            state.keep_unseen(rows.column("raw_hash").to_pylist())
+            state.remember_versions(zip(rows.column("source_id").to_pylist(),
+                                        rows.column("source_updated_at").to_pylist()))
+            state.commit(inflight, [], {})
+            return len(removed), rows.num_rows
     if inflight:
         state.delete("inflight_run")
     known = state.committed_files()

@@ -66,3 +66,21 @@ def read(logs_dir: Path) -> list[dict]:
         if isinstance(record, dict):
             records.append(record)
     return records
+
+
+class LocalRunLog:
+    """The run history of a destination on this machine: `logs/runs.jsonl` (an object store keeps
+    its own: storage/lake/history.py)."""
+
+    def __init__(self, logs_dir: Path):
+        self.logs_dir = logs_dir
+
+    @property
+    def where(self) -> str:
+        return str(runlog_path(self.logs_dir))
+
+    def read(self) -> list[dict]:
+        return read(self.logs_dir)
+
+    def append(self, record: dict) -> str:
+        return str(append(self.logs_dir, record))

@@ -63,6 +63,18 @@ def inherit_legacy_state(data_dir: Path, unit: UnitId, heir: bool = False) -> bo
     return True
 
 
+def legacy_owner(data_dir: Path, provider: str) -> tuple[str | None, list[str]]:
+    """The account a provider's state from before units belongs to (None if it has no committed
+    file left), and its committed files; read-only."""
+    legacy = legacy_state_path(data_dir, provider)
+    con = sqlite3.connect(f"file:{legacy}?mode=ro", uri=True, isolation_level=None)
+    try:
+        files = [row[0] for row in con.execute("SELECT path FROM files ORDER BY path")]
+    finally:
+        con.close()
+    return _account_of(data_dir, files), files
+
+
 def _account_of(data_dir: Path, files: list[str]) -> str | None:
     """The account column of the first committed file that still exists (every row of a legacy
     state has the one account its provider had), or None when there is none."""

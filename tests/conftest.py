@@ -40,11 +40,38 @@ class FakeClock:
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
-    """No real credentials or settings leak into a test from the machine's environment."""
+    """No real credentials or settings leak into a test from the machine's environment (AWS's
+    included: no test may reach a real bucket, nor the instance metadata service)."""
     for name in list(os.environ):
-        if name.startswith(("SHOPIFY_", "AMAZON_", "EBAY_", "PIPELINE_")):
+        if name.startswith(("SHOPIFY_", "AMAZON_", "EBAY_", "PIPELINE_", "AWS_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("PIPELINE_ENV_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+
+
+@pytest.fixture(scope="session")
+def local_s3():
+    """moto's S3 on loopback, behind the counting, fault-injecting proxy (sandbox/s3.py), in a
+    process of its own; started once per session, a fresh bucket per test (see `lake`)."""
+    from sandbox.s3 import LocalS3
+
+    with LocalS3() as server:
+        yield server
+
+
+@pytest.fixture
+def lake(local_s3, monkeypatch):
+    """A fresh bucket; the AWS variables that reach it are set. Yields (server, bucket, env)."""
+    bucket = local_s3.create_bucket()
+    env = local_s3.env(bucket, "lake")
+    for name, value in env.items():
+        if name != "PIPELINE_DESTINATION":  # in-process runs name it: the `run` fixture passes --data-dir
+            monkeypatch.setenv(name, value)
+    local_s3.reset()
+    yield local_s3, bucket, env
+    local_s3.reset()
 
 
 @pytest.fixture

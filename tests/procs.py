@@ -16,7 +16,7 @@ CLI = [sys.executable, str(REPO / "pipelines" / "run_pipeline.py")]
 
 
 def base_env(root: Path, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPIFY_", "AMAZON_", "EBAY_", "PIPELINE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPIFY_", "AMAZON_", "EBAY_", "PIPELINE_", "AWS_"))}
     env.update(PIPELINE_ENV_FILE=os.devnull, PIPELINE_DATA_DIR=str(root / "data"),
                PIPELINE_LOGS_DIR=str(root / "logs"), PIPELINE_CACHE_DIR=str(root / "cache"), **extra)
     return env

@@ -227,3 +227,42 @@ def test_no_ebay_refresh_token_or_user_token_survives_any_error_path(run, dirs, 
     hits = [(name, needle) for name, data in haystack for needle in needles for form in forms(needle) if form in data]
     print(f"searched {len(haystack)} files and outputs for {len(needles)} secrets in 3 forms: {len(hits)} hits")
     assert hits == []
+
+
+def test_no_aws_sentinel_survives_an_object_store_run_or_its_errors(run, dirs, sandbox, lake, monkeypatch):
+    """Temporary AWS credentials (an ASIA key id, a secret key, a session token) made at run time: a
+    good run into the bucket, a store that refuses every write, then a read; then every
+    output, local file and object in the bucket is searched for them."""
+    s3, bucket, _ = lake
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    key_id = "ASIA" + "".join(secrets.choice(alphabet) for _ in range(16))
+    aws = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30)[:40],
+           "AWS_SESSION_TOKEN": "IQoJb3JpZ2luX2Vj" + secrets.token_urlsafe(90)}
+    for name, value in aws.items():
+        monkeypatch.setenv(name, value)
+    destination = ["--destination", f"s3://{bucket}/lake", "--table-format", "delta"]
+    outputs = []
+    result, _ = run(sandbox, *destination, "--verbose")
+    outputs.append(result.output)
+    assert result.exit_code == 0, result.output
+    assert {e["key_id"] for e in s3.log()} == {key_id}  # boto3 and delta-rs both signed with the sentinel
+    s3.inject(kind="status", status=403, code="AccessDenied", method="PUT", times=99)
+    result, _ = run(sandbox, *destination, "--verbose")  # every write is refused: the probe says so
+    outputs.append(result.output)
+    assert result.exit_code == 1 and "cannot take this run" in result.output
+    s3.clear_faults()
+    s3.inject(kind="status", status=403, code="AccessDenied", method="GET", path="manifest", times=99)
+    result, _ = run(sandbox, *destination, "--verbose")  # the unit fails reading its state
+    outputs.append(result.output)
+    assert result.exit_code == 1 and "traceback in" in result.output
+    s3.clear_faults()
+    haystack = [("output", "\n".join(outputs).encode())]
+    haystack += [(str(p), p.read_bytes()) for root in dirs.values() if root.exists() for p in root.rglob("*") if p.is_file()]
+    client = s3.client()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            haystack.append((item["Key"], client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()))
+    assert any("_history/runs/" in name for name, _ in haystack) and any("tracebacks" in name for name, _ in haystack)
+    hits = [(name, label) for name, data in haystack for label, needle in aws.items() for form in forms(needle)
+            if form in data]
+    assert hits == []

@@ -1,0 +1,299 @@
+"""A unit's state in the destination: one manifest object and its index shards.
+
+  _state/<provider>.<account>.<stream>/manifest.json
+      {"generation", "meta" (high-water mark, bulk checkpoint, learned page size), "runs" (the
+       last committed run ids), "index": {"seen"|"versions": {"bits", "shards": {"<n>": [run_id, count]}}}}
+  _state/<unit>/index/<run_id>/seen-<bits>-<n>.bin       sorted 16-byte raw_hash prefixes
+  _state/<unit>/index/<run_id>/versions-<bits>-<n>.bin   sorted 12-byte version keys
+
+The index is sharded by the top `bits` bits of each entry's first byte: one shard while a unit has
+up to 4,096 entries, 16 up to 65,536, then 256 (about 3,900 entries, 62 KB, per shard at a million
+products); a growing unit is re-sharded twice in its life. A shard is fetched the first time a
+record of this run lands in it, so a rerun that sees a few products downloads a few shards, not
+the index. Fetched shards go into a SQLite file in the run's scratch folder, which does the
+lookups exactly as the local state does (storage/state.py), with memory flat at any size.
+
+Commit (data first, state last): every shard this run added to is written whole under the run's
+own folder (a new object; nothing is overwritten), then the manifest with If-Match on the ETag
+read at the start (If-None-Match when the unit is new). A worker that lost its lease, or any other
+writer, cannot overwrite newer state: its manifest write is refused and the unit fails loudly.
+The shards the new manifest replaced are deleted after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from storage.lake.objects import StoreError
+from storage.paths import UnitId, manifest_name, segment_name, segment_prefix
+from storage.state import HASH_BYTES, VERSION_BYTES, ProviderState, version_key
+
+log = logging.getLogger("pipeline.lake")
+KINDS = {"seen": HASH_BYTES, "versions": VERSION_BYTES}
+TEMP_TABLE = {"seen": "run_seen", "versions": "run_versions"}
+COLUMN = {"seen": "h", "versions": "v"}
+SHARD_BITS = ((4096, 0), (65536, 4))  # up to this many entries: this many bits; beyond: 8
+RUNS_KEPT = 50  # committed run ids remembered, for recovery to tell a committed run from a dead one
+PARALLEL = 16
+
+
+class StateCorrupt(StoreError):
+    """A shard does not have the size its manifest says."""
+
+
+def empty_manifest(unit: UnitId) -> dict:
+    return {"format": 1, "unit": list(unit), "generation": 0, "meta": {}, "runs": [],
+            "index": {kind: {"bits": 0, "shards": {}} for kind in KINDS}}
+
+
+def bits_for(entries: int) -> int:
+    return next((bits for limit, bits in SHARD_BITS if entries <= limit), 8)
+
+
+def shard_of(first_byte: int, bits: int) -> int:
+    return first_byte >> (8 - bits)
+
+
+class LakeState:
+    """The state the run asks for (`get`, `keep_unseen`, `remember_versions`), `version in state`
+    for the connector's thread, meta writes that must survive a crash, and `commit`."""
+
+    def __init__(self, objects, unit: UnitId, workdir: Path, *, read_only: bool):
+        self.objects, self.unit, self.read_only = objects, unit, read_only
+        self.name = manifest_name(unit)
+        manifest, self.etag, _ = objects.read_document(self.name)
+        self.manifest = manifest or empty_manifest(unit)
+        self.cache_path = workdir / "index.sqlite"
+        self.cache = ProviderState.open(self.cache_path)
+        self.cache.con.execute("PRAGMA journal_mode=WAL")
+        self.cache.con.execute("PRAGMA synchronous=OFF")  # scratch: rebuilt from the store if lost
+        self.loaded = {kind: set() for kind in KINDS}  # shards (at the manifest's bits) in the cache
+        self.lock = threading.RLock()
+        self.traffic = {"shards_read": 0, "bytes_read": 0, "shards_written": 0, "bytes_written": 0}
+
+    # -- what the run reads ----------------------------------------------------------------------
+    def get(self, key: str, default=None):
+        return self.manifest["meta"].get(key, default)
+
+    def keep_unseen(self, hashes: list[str]) -> list[bool]:
+        """For each hash, True if neither a committed run nor this one has it; remembers the new."""
+        self._load("seen", {int(h[:2], 16) for h in hashes})
+        return self.cache.keep_unseen(hashes)
+
+    def remember_versions(self, versions) -> None:
+        versions = [(i, t) for i, t in versions if t is not None]
+        self._load("versions", {version_key(i, t)[0] for i, t in versions})
+        self.cache.remember_versions(versions)
+
+    def __contains__(self, version) -> bool:
+        """Was this (source_id, updated_at) written by a committed run? (from the fetch thread)"""
+        key = version_key(*version)
+        self._load("versions", {key[0]})
+        con = sqlite3.connect(self.cache_path, isolation_level=None, timeout=30)
+        try:
+            return con.execute("SELECT 1 FROM versions WHERE v = ?", (key,)).fetchone() is not None
+        finally:
+            con.close()
+
+    def committed_runs(self) -> list[str]:
+        return list(self.manifest["runs"])
+
+    # -- meta the connector writes at once (a bulk checkpoint must survive a crash) ---------------
+    def set_meta(self, key: str, value) -> None:
+        with self.lock:
+            if self.manifest["meta"].get(key) != value:
+                self._write_manifest({**self.manifest, "meta": {**self.manifest["meta"], key: value}})
+
+    def delete_meta(self, key: str) -> None:
+        with self.lock:
+            if key in self.manifest["meta"]:
+                meta = {k: v for k, v in self.manifest["meta"].items() if k != key}
+                self._write_manifest({**self.manifest, "meta": meta})
+
+    # -- commit ----------------------------------------------------------------------------------
+    def has_changes(self, meta: dict) -> bool:
+        """Whether `commit(meta)` would write anything (a no-change run writes nothing at all)."""
+        return any(self._new_entries(kind) for kind in KINDS) or \
+            {**self.manifest["meta"], **meta} != self.manifest["meta"]
+
+    def commit(self, run_id: str, meta: dict) -> bool:
+        """The shards this run added to, then the manifest (If-Match); False when nothing changed."""
+        if self.read_only:
+            raise RuntimeError("state opened read-only (dry run)")
+        with self.lock:
+            if not self.has_changes(meta):
+                return False
+            index, replaced = {}, []
+            with ThreadPoolExecutor(PARALLEL) as pool:
+                for kind in KINDS:
+                    index[kind], old = self._commit_kind(kind, run_id, pool)
+                    replaced += old
+            self._write_manifest({**self.manifest, "generation": self.manifest["generation"] + 1,
+                                  "meta": {**self.manifest["meta"], **meta}, "index": index,
+                                  "runs": [*self.manifest["runs"], run_id][-RUNS_KEPT:]})
+            self._settle()
+            self._delete_quietly(replaced)
+            return True
+
+    def _commit_kind(self, kind: str, run_id: str, pool: ThreadPoolExecutor) -> tuple[dict, list[str]]:
+        """Upload the shards of `kind` this run changed (all of them when the unit outgrew its
+        shard count); returns the kind's new index entry and the shard objects it replaces."""
+        entry, new = self.manifest["index"][kind], self._new_entries(kind)
+        bits, shards = entry["bits"], dict(entry["shards"])
+        total = sum(count for _, count in shards.values()) + self._new_count(kind)
+        target = max(bits, bits_for(total))
+        if target != bits:  # re-shard: every entry must be in the cache first
+            self._load(kind, set(range(256)))
+            touched = self.loaded[kind] = set(range(1 << target))
+            replaced = [segment_name(self.unit, r, kind, bits, int(n, 16)) for n, (r, _) in shards.items()]
+            shards = {}
+        else:
+            touched = {shard_of(b, bits) for b in new}
+            replaced = [segment_name(self.unit, shards[f"{n:02x}"][0], kind, bits, n)
+                        for n in touched if f"{n:02x}" in shards]
+        pending = []
+        for shard in sorted(touched):
+            body = self._shard_body(kind, target, shard)
+            if not body:
+                continue
+            pending.append(pool.submit(self.objects.put, segment_name(self.unit, run_id, kind, target, shard), body))
+            shards[f"{shard:02x}"] = [run_id, len(body) // KINDS[kind]]
+            self.traffic["shards_written"] += 1
+            self.traffic["bytes_written"] += len(body)
+            if len(pending) >= 2 * PARALLEL:  # bounded: memory holds a few shards, not the index
+                pending.pop(0).result()
+        for future in pending:
+            future.result()
+        return {"bits": target, "shards": shards}, replaced
+
+    def _new_entries(self, kind: str) -> set[int]:
+        """The first bytes of this run's entries of `kind` that no committed run has."""
+        column, temp = COLUMN[kind], TEMP_TABLE[kind]
+        rows = self.cache.con.execute(f"SELECT DISTINCT substr({column}, 1, 1) FROM temp.{temp} "
+                                      f"WHERE {column} NOT IN (SELECT {column} FROM main.{kind})")
+        return {row[0][0] for row in rows}
+
+    def _new_count(self, kind: str) -> int:
+        column, temp = COLUMN[kind], TEMP_TABLE[kind]
+        return self.cache.con.execute(f"SELECT count(*) FROM temp.{temp} "
+                                      f"WHERE {column} NOT IN (SELECT {column} FROM main.{kind})").fetchone()[0]
+
+    def _shard_body(self, kind: str, bits: int, shard: int) -> bytes:
+        column, temp = COLUMN[kind], TEMP_TABLE[kind]
+        low, high = shard << (8 - bits), (shard + 1) << (8 - bits)
+        bounds = f"{column} >= ?" + (f" AND {column} < ?" if high < 256 else "")
+        args = (bytes([low]), bytes([high])) if high < 256 else (bytes([low]),)
+        rows = self.cache.con.execute(
+            f"SELECT {column} FROM main.{kind} WHERE {bounds} UNION SELECT {column} FROM temp.{temp} WHERE {bounds} "
+            f"ORDER BY 1", args + args)
+        return b"".join(row[0] for row in rows)
+
+    def _settle(self) -> None:
+        """This run's hashes and versions become committed ones in the scratch cache too."""
+        con = self.cache.con
+        con.execute("INSERT OR IGNORE INTO main.seen SELECT h FROM temp.run_seen")
+        con.execute("INSERT OR IGNORE INTO main.versions SELECT v FROM temp.run_versions")
+        self.cache.forget_run()
+
+    def forget_run(self) -> None:
+        self.cache.forget_run()
+
+    def absorb(self, state_file: Path) -> None:
+        """Take a local state file's seen hashes and versions as this run's own (a migration); the
+        file is copied first, so the source is never written to (not even a hot journal's rollback)."""
+        copy = self.cache_path.with_name("absorbed.sqlite")
+        source, target = sqlite3.connect(state_file), sqlite3.connect(copy)
+        try:
+            source.backup(target)
+        finally:
+            source.close(), target.close()
+        con = self.cache.con
+        con.execute("ATTACH DATABASE ? AS source", (str(copy),))
+        try:
+            con.execute("INSERT OR IGNORE INTO temp.run_seen SELECT h FROM source.seen")
+            tables = {row[0] for row in con.execute("SELECT name FROM source.sqlite_master WHERE type = 'table'")}
+            if "versions" in tables:  # a state from before versions were kept has none
+                con.execute("INSERT OR IGNORE INTO temp.run_versions SELECT v FROM source.versions")
+        finally:
+            con.execute("DETACH DATABASE source")
+            copy.unlink()
+
+    def _write_manifest(self, manifest: dict) -> None:
+        if self.read_only:
+            raise RuntimeError("state opened read-only (dry run)")
+        self.etag = self.objects.write_document(self.name, manifest, etag=self.etag)
+        self.manifest = {k: v for k, v in manifest.items() if k != "write"}
+
+    # -- shards ----------------------------------------------------------------------------------
+    def _load(self, kind: str, first_bytes: set[int]) -> None:
+        """Fetch the committed shards of `kind` holding these first bytes (in parallel) into the cache."""
+        with self.lock:
+            entry = self.manifest["index"][kind]
+            wanted = {shard_of(b, entry["bits"]) for b in first_bytes} - self.loaded[kind]
+            todo = [(n, entry["shards"][f"{n:02x}"]) for n in sorted(wanted) if f"{n:02x}" in entry["shards"]]
+            if todo:
+                with ThreadPoolExecutor(min(PARALLEL, len(todo))) as pool:
+                    bodies = list(pool.map(lambda item: self._fetch(kind, entry["bits"], *item), todo))
+                con = sqlite3.connect(self.cache_path, isolation_level=None, timeout=30)
+                try:
+                    con.execute("BEGIN")
+                    width = KINDS[kind]
+                    for body in bodies:
+                        con.executemany(f"INSERT OR IGNORE INTO {kind} VALUES (?)",
+                                        ((body[i:i + width],) for i in range(0, len(body), width)))
+                    con.execute("COMMIT")
+                finally:
+                    con.close()
+            self.loaded[kind] |= wanted
+
+    def _fetch(self, kind: str, bits: int, shard: int, entry: list) -> bytes:
+        run_id, count = entry
+        name = segment_name(self.unit, run_id, kind, bits, shard)
+        blob = self.objects.get(name)
+        if blob is None or len(blob.body) != count * KINDS[kind]:
+            raise StateCorrupt(f"{self.objects.location.uri(name)} is {'missing' if blob is None else 'damaged'}: "
+                               f"the state of {self.unit} cannot be trusted, so the unit fails rather than write "
+                               "its products again; restore the object (from the bucket's versioning or a copy)")
+        self.traffic["shards_read"] += 1
+        self.traffic["bytes_read"] += len(blob.body)
+        return blob.body
+
+    def referenced(self) -> set[str]:
+        return {segment_name(self.unit, run_id, kind, entry["bits"], int(n, 16))
+                for kind, entry in self.manifest["index"].items() for n, (run_id, _) in entry["shards"].items()}
+
+    def sweep(self, dead_run: str) -> int:
+        """Delete the index shards a dead run uploaded that no manifest points at; returns how many."""
+        names = [n for n in self.objects.list(segment_prefix(self.unit, dead_run)) if n not in self.referenced()]
+        self._delete_quietly(names)
+        return len(names)
+
+    def _delete_quietly(self, names: list[str]) -> None:
+        try:
+            if names:
+                self.objects.delete_many(names)
+        except StoreError as exc:  # garbage, not state: the next takeover or a lifecycle rule clears it
+            log.warning("%s: could not delete %d replaced index shards: %s", self.unit, len(names), exc)
+
+    def close(self) -> None:
+        self.cache.close()
+
+
+class LakeMeta:
+    """get/set/delete of the unit's meta for the connector's thread; each write is durable at once."""
+
+    def __init__(self, state: LakeState):
+        self.state = state
+
+    def get(self, key: str, default=None):
+        return self.state.get(key, default)
+
+    def set(self, key: str, value) -> None:
+        self.state.set_meta(key, value)
+
+    def delete(self, key: str) -> None:
+        self.state.delete_meta(key)
