@@ -95,3 +95,23 @@ def test_a_dataset_this_release_wrote_migrates_and_the_next_run_there_makes_one_
     result, _ = run(sandbox, "--destination", f"s3://{bucket}/lake")
     assert result.exit_code == 0 and "wrote 0" in result.output
     assert len(sandbox.api_requests()) - before == 1
+
+
+def test_an_orders_unit_migrates_into_its_two_delta_tables_and_the_next_run_writes_nothing(run, lake, dirs):
+    from tests.lakes import storage_options
+    from tests.test_lake_orders import delta_rows
+    from tests.test_orders import table
+
+    s3, bucket, _ = lake
+    with ShopifySandbox(CatalogSpec(size=15), token=TOKEN, throttle=False, orders=25) as shop:
+        first, _ = run(shop, "--streams", "products,orders")
+        assert first.exit_code == 0, first.output
+        local = {t: len(table(dirs, t)) for t in ("products", "orders", "order_lines")}
+        moved, _ = run(None, "migrate", "--to", f"s3://{bucket}/lake", "--table-format", "delta")
+        assert moved.exit_code == 0, moved.output
+        uri, options = f"s3://{bucket}/lake", storage_options(s3)
+        assert {t: len(delta_rows(uri, t, options)) for t in local} == local == {
+            "products": 15, "orders": 25, "order_lines": local["order_lines"]}
+        again, _ = run(shop, "--streams", "products,orders", "--destination", uri, "--table-format", "delta")
+        assert again.exit_code == 0 and again.output.count("wrote 0,") == 2, again.output
+        assert {t: len(delta_rows(uri, t, options)) for t in local} == local
