@@ -21,8 +21,9 @@ demo: $(STAMP)  ## the pipeline on the sandbox, run twice, then after 3% of prod
 demo-lake: $(STAMP)  ## two shops, Amazon and eBay into one Delta table in a local S3 from parallel workers, then DuckDB
 	$(PY) -m sandbox.demo_lake
 
-test: $(STAMP)  ## the test suite
-	$(PY) -m pytest -q
+TEST_WORKERS ?= 2
+test: $(STAMP)  ## the test suite, in TEST_WORKERS processes (one test file stays in one process)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 sandbox: $(STAMP)  ## start the sandbox and print the variables to export
 	$(PY) -m sandbox
