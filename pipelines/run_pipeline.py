@@ -44,6 +44,7 @@ Examples:
   run_pipeline.py --accounts shopify:eu-store --streams products
   run_pipeline.py units                    # the units of work, one JSON line each
   run_pipeline.py report --html logs/report.html
+  run_pipeline.py query "SELECT * FROM products_current LIMIT 5"
 
 \b
 Exit codes: 0 ok; 1 a unit failed; 2 usage or configuration error;
@@ -163,6 +164,45 @@ def units(ctx, **shared):
         account = settings.account(unit)
         click.echo(json.dumps({"provider": unit.provider, "account": unit.account, "stream": unit.stream,
                                "ready": account.ready, "reason": account.reason}))
+
+
+@cli.command()
+@click.argument("sql", required=False)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
+              show_default=True, help="json: one object per line; parquet needs --output.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the result here.")
+@click.option("--list", "list_views", is_flag=True, help="Print each view's name and columns, one view per line.")
+@shared_options
+@click.pass_context
+def query(ctx, sql, fmt, output, list_views, **shared):
+    """Run DuckDB SQL over the dataset's views: products, products_current, products_history,
+    price_changes, product_deletions, orders, order_lines, orders_current, order_lines_current,
+    runs. A view whose table has no data yet is absent.
+
+    \b
+    Examples:
+      run_pipeline.py query --list
+      run_pipeline.py query "SELECT source, count(*) FROM products_current GROUP BY ALL"
+      run_pipeline.py query "SELECT * FROM price_changes" --format parquet --output changes.parquet
+    """
+    from pipelines import query as queries
+    from storage.datasets import local_tables
+
+    if not list_views and not sql:
+        raise click.UsageError("give the SQL to run, or --list to see the views")
+    if fmt == "parquet" and output is None:
+        raise click.UsageError("--format parquet writes a file: add --output FILE")
+    settings = load_command_settings(ctx, shared)
+    con, views = queries.connect(local_tables(settings.data_dir, settings.logs_dir))
+    if list_views:
+        click.echo("\n".join(queries.describe(con, views)) if views else f"No data yet under {settings.data_dir}.")
+        return
+    try:
+        text = queries.write(queries.run(con, sql), fmt, output)
+    except queries.QueryError as exc:
+        raise click.ClickException(str(exc)) from None
+    if text is not None:
+        click.echo(text, nl=False)
 
 
 if __name__ == "__main__":
