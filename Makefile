@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test sandbox run-pipeline clean-demo secrets-scan hooks crash-test race-test check-airflow \
-	check-workflow check-report crontab prune-logs bench bench-1m
+	check-workflow check-report crontab prune-logs bench bench-1m bench-history
 
 # requirements-checks.txt is hash-pinned (actionlint), so it gets its own pip call with --require-hashes.
 $(STAMP): requirements.txt requirements-dev.txt requirements-checks.txt
@@ -81,3 +81,6 @@ bench-1m: $(STAMP)  ## a million products: the bulk JSONL path, then paging (abo
 
 clean-demo:
 	rm -rf .demo
+
+bench-history: $(STAMP)  ## product history at a million products x 10 versions: views against a maintained table (about 10 minutes, 11 GB of memory; PRODUCTS=N to change)
+	$(PY) bench/history.py --products $${PRODUCTS:-1000000} --versions $${VERSIONS:-10}
