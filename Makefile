@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test sandbox run-pipeline clean-demo secrets-scan hooks crash-test race-test check-airflow \
-	check-workflow check-report crontab prune-logs bench bench-1m lake-race-test lake-crash-test demo-lake bench-lake clean-demo-lake
+	check-workflow check-report crontab prune-logs bench bench-1m lake-race-test lake-crash-test demo-lake bench-lake clean-demo-lake bench-history
 
 # requirements-checks.txt is hash-pinned (actionlint), so it gets its own pip call with --require-hashes.
 $(STAMP): requirements.txt requirements-dev.txt requirements-checks.txt
@@ -97,3 +97,6 @@ clean-demo:
 
 clean-demo-lake:
 	rm -rf .demo-lake
+
+bench-history: $(STAMP)  ## product history at a million products x 10 versions: views against a maintained table (about 10 minutes, 11 GB of memory; PRODUCTS=N to change)
+	$(PY) bench/history.py --products $${PRODUCTS:-1000000} --versions $${VERSIONS:-10}

@@ -1,7 +1,7 @@
 """What a unit's state costs in an object store at N products (default 1,000,000): requests and
 bytes of a first run, of a no-change rerun on an empty disk, and of a rerun where 3% changed.
 
-The state is driven as the run drives it (storage/lake/index.py: keep_unseen and
+The state is driven as the run drives it (storage/lake/index.py: keep_changed and
 remember_versions per batch of 500, then commit), against the local S3 (moto behind the counting
 proxy of sandbox/s3.py), so every request and byte is counted, not estimated. A Shopify no-change
 rerun sees the products of one page in the lookback window: `--seen` of them (default 10).
@@ -49,11 +49,11 @@ def drive(objects, products, run_id: str, commit: bool = True) -> tuple[float, i
         for item in products:
             batch.append(item)
             if len(batch) == BATCH:
-                new += sum(state.keep_unseen([h for h, _, _ in batch]))
+                new += sum(state.keep_changed([(i, h) for h, i, _ in batch]))
                 state.remember_versions([(i, t) for _, i, t in batch])
                 batch = []
         if batch:
-            new += sum(state.keep_unseen([h for h, _, _ in batch]))
+            new += sum(state.keep_changed([(i, h) for h, i, _ in batch]))
             state.remember_versions([(i, t) for _, i, t in batch])
         if commit:
             state.commit(run_id, {"high_water_mark": [datetime.now(timezone.utc).isoformat(), 1]})
@@ -83,7 +83,7 @@ def main() -> None:
         bucket = server.create_bucket()
         objects = ObjectStore(parse_s3_url(f"s3://{bucket}/lake", server.env()), server.env())
         server.log(clear=True)
-        print(f"index of one unit at {n:,} products (seen hashes 16 B, versions 12 B each)")
+        print(f"index of one unit at {n:,} products (a latest hash per product 16 B, versions 12 B each)")
         seconds, new = drive(objects, (product(i) for i in range(n)), "20261201T000000Z-000001")
         print(f"first run          {traffic(server)}  {seconds:6.1f} s  ({new:,} new)")
         seconds, new = drive(objects, (product(i) for i in range(0, n, max(1, n // args.seen))), "x", commit=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -152,13 +153,19 @@ class CostBucket:
         return max(0.0, (cost - have) / self.restore_rate)
 
 
+_AUTHS: "weakref.WeakKeyDictionary[HttpClient, dict]" = weakref.WeakKeyDictionary()
+
+
 class ShopifyGraphQL:
     """One shop's GraphQL endpoint: paced by its cost bucket, pages learned from reported costs."""
 
     def __init__(self, http: HttpClient, shop: ShopifySettings, clock, scopes=PRODUCT_SCOPES):
         self.http, self.clock = http, clock
         self.url = shop.graphql_url
-        self.auth = make_auth(http, shop, clock, scopes=scopes)  # static, or minted (scope checked) first
+        # Static, or minted (scope checked) first; one per client and scopes, so a unit's queries
+        # (the products' crawl, then the destroyed products) share one token.
+        self.auth = _AUTHS.setdefault(http, {}).get(scopes) or _AUTHS[http].setdefault(
+            scopes, make_auth(http, shop, clock, scopes=scopes))
         self.bucket = http.pacer.shared.setdefault("shopify_cost_bucket", CostBucket())  # the shop's
         self.page_size = FIRST_PAGE_SIZE
         self.cost_per_record: float | None = None
@@ -225,6 +232,10 @@ class ShopifyGraphQL:
         del node[child]  # the parsed answer is ours alone: reshaped in place, not copied
         node[child] = children
         return node
+
+    def read(self, query: str, variables: dict, estimate: float) -> dict:
+        """One paced read query of about `estimate` points (a development run may replay it from the cache)."""
+        return self._query(query, variables, estimate)
 
     def query(self, query: str, variables: dict) -> dict:
         """One paced GraphQL call that is never cached (bulk operations change from call to call)."""

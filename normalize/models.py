@@ -176,3 +176,31 @@ def arrow_schema(model: type[BaseModel] = Product) -> pa.Schema:
 
 
 SCHEMA = arrow_schema()
+
+
+class ProductDeletion(BaseModel):
+    """A provider's word that a product was deleted (Shopify: a destroy event). It closes the
+    product's history at `deleted_at`; it is deduplicated like a version of the product (its
+    raw_hash is the product's latest once written), so re-reading the event writes nothing."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: Literal["shopify", "amazon", "ebay"]
+    account: Text
+    source_id: Text  # the deleted product's id
+    deleted_at: Annotated[datetime, AfterValidator(_utc)]
+    event_id: Text
+    fetched_at: datetime
+    run_id: Text
+    raw_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    schema_version: int = 1
+
+    @property
+    def source_updated_at(self) -> None:
+        return None  # no version of the product: nothing for a connector to skip
+
+    def rows(self) -> dict[str, list]:
+        return {"product_deletions": [self]}
+
+
+DELETIONS_SCHEMA = arrow_schema(ProductDeletion)

@@ -221,7 +221,8 @@ def report(name, r: ProviderResult, opts) -> None:
     """The unit's summary line (and a dry run's sample rows)."""
     counts = (f"fetched {r.fetched}, {'would write' if opts.dry_run else 'wrote'} {r.written}, "
               f"duplicates {r.duplicates}, quarantined {r.quarantined}, "
-              f"{r.requests} requests ({r.cache_hits} from cache), {r.duration_s:.1f}s")
+              + (f"deletions {r.deleted}, " if r.deleted else "")
+              + f"{r.requests} requests ({r.cache_hits} from cache), {r.duration_s:.1f}s")
     if r.status == "failed":
         log.error("%s: FAILED after %s: %s", name, counts, r.error)
         if r.traceback:

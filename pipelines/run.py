@@ -178,12 +178,36 @@ def extract_load(store, unit: UnitId, account, settings: Settings, opts: RunOpti
         result.duplicates += len(normalized) - len(new)
         result.quarantined = store.quarantine.count
         progress.update(result)
+    meta = {"high_water_mark": _cursor_json(high_water_mark)}
+    if stream.deletions is not None:
+        meta["deletions_mark"] = extract_deletions(store, stream, account, settings, opts, run_id, rt, http, result)
     _quality_gate(result, settings.quarantine_max_percent)
     if opts.limit:  # a partial look at the catalog must not move the mark past what it skipped
         high_water_mark = stored_mark
-    result.files = store.commit({"high_water_mark": _cursor_json(high_water_mark)})
+        meta = {"high_water_mark": _cursor_json(stored_mark), "deletions_mark": store.state.get("deletions_mark")}
+    result.files = store.commit({k: v for k, v in meta.items() if v is not None})
     result.high_water_mark = _cursor_json(high_water_mark)
     result.samples = store.samples
+
+
+def extract_deletions(store: LocalUnit, stream, account, settings: Settings, opts: RunOptions, run_id: str,
+                      rt: Runtime, http, result: ProviderResult) -> str | None:
+    """The products the provider deleted since the last run (lookback included), written to
+    product_deletions like versions (a re-read event writes nothing); returns the new mark."""
+    deletions, stored = stream.deletions, store.state.get("deletions_mark")
+    mark = datetime.fromisoformat(stored) if stored else None
+    events = deletions.iter_records(http, account, since=None if opts.full_refresh else mark,
+                                    lookback=settings.lookback, clock=rt.clock)
+    result.deleted = 0
+    for raws in batched(events, BATCH_SIZE):
+        mark = max(filter(None, [mark, *map(deletions.cursor, raws)]), default=None)
+        records = normalize_batch(raws, deletions.normalize, deletions.identity, account=account.account,
+                                  run_id=run_id, fetched_at=rt.now(), quarantine=store.quarantine)
+        new = keep_new(records, store.state)
+        store.write([record.rows() for record in new])
+        result.deleted += len(new)
+        result.quarantined = store.quarantine.count
+    return mark.isoformat() if mark else None
 
 
 def _stream_options(settings: Settings, unit: UnitId) -> dict:

@@ -45,6 +45,7 @@ Examples:
   run_pipeline.py units                    # the units of work, one JSON line each
   run_pipeline.py report --html logs/report.html
   run_pipeline.py migrate --to s3://bucket/products --table-format delta
+  run_pipeline.py query "SELECT * FROM products_current LIMIT 5"
 
 \b
 Exit codes: 0 ok; 1 a unit failed; 2 usage or configuration error;
@@ -183,6 +184,30 @@ def migrate(ctx, to, **shared):
     from pipelines import migrate as migration
 
     ctx.exit(migration.run(ctx, to, shared))
+
+
+@cli.command()
+@click.argument("sql", required=False)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
+              show_default=True, help="json: one object per line; parquet needs --output.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the result here.")
+@click.option("--list", "list_views", is_flag=True, help="Print each view's name and columns, one view per line.")
+@shared_options
+@click.pass_context
+def query(ctx, sql, fmt, output, list_views, **shared):
+    """Run DuckDB SQL over the dataset's views: products, products_current, products_history,
+    price_changes, product_deletions, orders, order_lines, orders_current, order_lines_current,
+    runs. A view whose table has no data yet is absent.
+
+    \b
+    Examples:
+      run_pipeline.py query --list
+      run_pipeline.py query "SELECT source, count(*) FROM products_current GROUP BY ALL"
+      run_pipeline.py query "SELECT * FROM price_changes" --format parquet --output changes.parquet
+    """
+    from pipelines import query as queries
+
+    queries.command(sql, fmt, output, list_views, load_command_settings(ctx, shared))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ class ProviderResult:
     quarantined: int = 0
     duplicates: int = 0
     written: int = 0
+    deleted: int | None = None  # products the provider said it deleted (Shopify), new this run
     requests: int = 0
     cache_hits: int = 0
     retries: int = 0
@@ -90,9 +91,10 @@ def _safe_hash(identity: tuple[str, int], raw) -> str:
 
 
 def keep_new(products: list, state: ProviderState) -> list:
-    """The records whose raw_hash neither an earlier run nor this one has written. Every record's
-    version is noted: new or duplicate, its content is in the dataset once committed."""
-    flags = state.keep_unseen([p.raw_hash for p in products])
+    """The records whose raw_hash differs from the last one written for their source_id (by an
+    earlier run or this one): a re-read of the latest version is dropped, a revert is kept. Every
+    record's version is noted: new or duplicate, its content is in the dataset once committed."""
+    flags = state.keep_changed([(p.source_id, p.raw_hash) for p in products])
     state.remember_versions((p.source_id, p.source_updated_at) for p in products)
     return [p for p, new in zip(products, flags) if new]
 

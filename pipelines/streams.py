@@ -10,15 +10,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from connectors import amazon, ebay, ebay_orders, shopify, shopify_orders
+from connectors import amazon, ebay, ebay_orders, shopify, shopify_events, shopify_orders
 from normalize import amazon as amazon_normalizer
 from normalize import ebay as ebay_normalizer
 from normalize import ebay_orders as ebay_orders_normalizer
+from normalize import shopify_deletions
 from normalize import shopify as shopify_normalizer
 from normalize import shopify_orders as shopify_orders_normalizer
 
 AMAZON_HAS_NO_ORDERS = ("Amazon's Creators API has no orders (sellers' orders live in the Selling Partner API, "
                         "which this project does not use)")
+
+
+@dataclass(frozen=True)
+class Deletions:
+    """Where a provider says which of its products were deleted (Shopify: its destroy events).
+    Amazon's and eBay's searches are not full extracts: a product missing from one is not deleted,
+    so their products have no Deletions and their histories never close."""
+
+    iter_records: Callable  # (http, account, *, since, lookback, clock) -> raw events, oldest first
+    cursor: Callable  # raw event -> its time, or None
+    normalize: Callable  # raw -> ProductDeletion
+    identity: tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -28,15 +41,16 @@ class Stream:
     identity: tuple[str, int]  # (source, normalizer version): part of every raw_hash
     tables: tuple[str, ...]  # where its rows go; the first holds one row per record
     lookback: str  # the Settings attribute with the stream's re-read overlap
+    deletions: Deletions | None = None
 
     def rows(self, record) -> dict[str, list]:
         """The record's rows by table."""
         return record.rows() if hasattr(record, "rows") else {self.tables[0]: [record]}
 
 
-def _products(connector, normalizer) -> Stream:
+def _products(connector, normalizer, deletions: Deletions | None = None) -> Stream:
     return Stream(connector, normalizer.to_product, (normalizer.SOURCE, normalizer.NORMALIZER_VERSION),
-                  ("products",), "lookback")
+                  ("products", "product_deletions"), "lookback", deletions)
 
 
 def _orders(connector, normalizer) -> Stream:
@@ -45,7 +59,9 @@ def _orders(connector, normalizer) -> Stream:
 
 
 STREAMS = {
-    ("shopify", "products"): _products(shopify, shopify_normalizer),
+    ("shopify", "products"): _products(shopify, shopify_normalizer, Deletions(
+        shopify_events.iter_deletions, shopify_events.event_time, shopify_deletions.to_deletion,
+        shopify_deletions.IDENTITY)),
     ("amazon", "products"): _products(amazon, amazon_normalizer),
     ("ebay", "products"): _products(ebay, ebay_normalizer),
     ("shopify", "orders"): _orders(shopify_orders, shopify_orders_normalizer),

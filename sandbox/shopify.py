@@ -39,7 +39,7 @@ PATH_RE = re.compile(r"^/admin/api/(\d{4}-\d{2}|unstable)/graphql\.json$")
 FILTER_RE = re.compile(r"updated_at:(>=|<=|>|<)'?([0-9T:\-.Z+]+)'?")
 MAX_COST = 1000
 MAX_PAGE = 250
-READ_ROOT_FIELDS = frozenset({"products", "product"})  # pure reads: safe to retry in graphql-core
+READ_ROOT_FIELDS = frozenset({"products", "product", "events"})  # pure reads: safe to retry in graphql-core
 
 
 @lru_cache(maxsize=1)
@@ -106,6 +106,7 @@ class ShopifySandbox(SandboxServer):
         sold = [p for _, p in zip(range(500), self.products.values())]  # orders draw on a few hundred products
         self.order_book = OrderBook(sold, min(spec.size // 2, 500) if orders is None else orders, spec.seed)
         self.generation = 0
+        self.events: list[dict] = []  # the shop's events, oldest first: products destroyed
         self.throttled_count = 0
         self.charged_cost = 0
         self._sorted = None
@@ -139,6 +140,47 @@ class ShopifySandbox(SandboxServer):
                 self.products[pid] = mutate(self.products[pid], now, self.generation)
             self._sorted = None
         return ids
+
+    def sell_out(self, fraction: float, now: datetime | None = None) -> list[str]:
+        """Every variant of `fraction` of the products (at least one) sold out, updatedAt now; returns their ids."""
+        now = now or datetime.now(timezone.utc)
+        with self._lock:
+            self.generation += 1
+            rng = random.Random(self.spec.seed * 1000 + self.generation)
+            ids = sorted(rng.sample(sorted(self.products), max(1, math.ceil(fraction * len(self.products)))))
+            for pid in ids:
+                product = self.products[pid]
+                self.products[pid] = {**product, "updatedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "totalInventory": 0,
+                                      "variants": [{**v, "inventoryQuantity": 0, "availableForSale": False}
+                                                   for v in product["variants"]]}
+            self._sorted = None
+        return ids
+
+    def delete(self, fraction: float, now: datetime | None = None) -> list[str]:
+        """Destroy `fraction` of the products (at least one), each leaving a `destroy` event as Shopify
+        does; returns their ids."""
+        now = now or datetime.now(timezone.utc)
+        with self._lock:
+            self.generation += 1
+            rng = random.Random(self.spec.seed * 1000 + self.generation)
+            ids = sorted(rng.sample(sorted(self.products), max(1, math.ceil(fraction * len(self.products)))))
+            for pid in ids:
+                self.destroy(pid, now)
+        return ids
+
+    def destroy(self, pid: str, now: datetime) -> None:
+        """One product destroyed at `now` (call under the lock, or before the server is shared)."""
+        if isinstance(self.products, LazyCatalog):
+            raise NotImplementedError("the sandbox destroys products of an eager catalog only")
+        del self.products[pid]
+        self._sorted = None
+        self.events.append({
+            "__typename": "BasicEvent", "id": f"gid://shopify/BasicEvent/{len(self.events) + 1}",
+            "createdAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "action": "destroy", "subjectId": pid,
+            "subjectType": "PRODUCT", "message": f"Product {pid.rsplit('/', 1)[-1]} was deleted.",
+            "appTitle": None, "attributeToApp": False, "attributeToUser": True, "criticalAlert": False,
+            "hasAdditionalContent": False, "additionalContent": None, "additionalData": None,
+            "arguments": [pid], "secondaryMessage": None, "subject": None})
 
     def refund_orders(self, fraction: float, now: datetime | None = None) -> list[str]:
         """Refund a line of `fraction` of the orders, bumping their updatedAt; returns their ids."""
@@ -213,7 +255,7 @@ class ShopifySandbox(SandboxServer):
         book, now = self.order_book, datetime.now(timezone.utc)
         return {"products": self._products_connection, "product": self._product, "node": self._node_by_id,
                 "productsCount": lambda info, **_: {"count": len(self.products), "precision": "EXACT"},
-                "bulkOperationRunQuery": self._bulk_start,
+                "bulkOperationRunQuery": self._bulk_start, "events": self._events_connection,
                 "orders": lambda info, **args: book.connection(book.visible(self._scopes_now, now), **args),
                 "order": lambda info, id: next((book.node(o) for _, o in book.visible(self._scopes_now, now)
                                                 if o["id"] == id), None),
@@ -314,6 +356,17 @@ class ShopifySandbox(SandboxServer):
                          "startCursor": _encode_cursor(page[0][0]) if page else None,
                          "endCursor": _encode_cursor(page[-1][0]) if page else None},
         }
+
+    def _events_connection(self, info, first=None, after=None, query=None, sortKey="ID", **_):
+        """The shop's events matching `query`'s action, subject_type and created_at terms, oldest first."""
+        size = _page_size(first)
+        matched = [e for e in self.events if _event_matches(e, query)]
+        start = int(base64.b64decode(after).decode()) if after else 0
+        page = matched[start:start + size]
+        end = start + len(page)
+        return {"nodes": page, "edges": [{"cursor": _b64(str(start + i + 1)), "node": e} for i, e in enumerate(page)],
+                "pageInfo": {"hasNextPage": end < len(matched), "hasPreviousPage": start > 0,
+                             "startCursor": _b64(str(start)), "endCursor": _b64(str(end))}}
 
     def _product(self, info, id):
         product = self.products.get(id)
@@ -455,4 +508,23 @@ def _matches(product: dict, query: str | None) -> bool:
         ok = {">": updated > bound, ">=": updated >= bound, "<": updated < bound, "<=": updated <= bound}[op]
         if not ok:
             return False
+    return True
+
+
+EVENT_TERM_RE = re.compile(r"(\w+):(>=|<=|>|<)?'?([^' ]+)'?")
+
+
+def _event_matches(event: dict, query: str | None) -> bool:
+    """Shopify's search syntax as far as the pipeline uses it: `a:b AND c:d AND created_at:>='...'`."""
+    for name, op, value in EVENT_TERM_RE.findall(query or ""):
+        if name == "action" and event["action"] != value:
+            return False
+        if name == "subject_type" and event["subjectType"] != value.upper():
+            return False
+        if name == "created_at":
+            created, bound = datetime.fromisoformat(event["createdAt"]), datetime.fromisoformat(value)
+            bound = bound if bound.tzinfo else bound.replace(tzinfo=timezone.utc)
+            if not {">": created > bound, ">=": created >= bound, "<": created < bound, "<=": created <= bound,
+                    "": created == bound}[op]:
+                return False
     return True

@@ -40,10 +40,12 @@ RUN_ID_KEY, UNIT_KEY = "pipeline.run_id", "pipeline.unit"  # in each commit's co
 # Statistics on these columns let a reader (and recovery, by run_id) skip files.
 STATS_COLUMNS = {"products": "run_id,raw_hash,source_id,source_updated_at,fetched_at,price",
                  "orders": "run_id,raw_hash,order_id,updated_at,created_at,fetched_at",
-                 "order_lines": "run_id,order_id,order_raw_hash,product_id,fetched_at"}
+                 "order_lines": "run_id,order_id,order_raw_hash,product_id,fetched_at",
+                 "product_deletions": "run_id,raw_hash,source_id,deleted_at,fetched_at"}
 # A record's table: its hash, its id and its update time, under the names the index uses.
 IDENTITY = {"products": ("raw_hash", "source_id", "source_updated_at"),
-            "orders": ("raw_hash", "order_id", "updated_at")}
+            "orders": ("raw_hash", "order_id", "updated_at"),
+            "product_deletions": ("raw_hash", "source_id", "deleted_at")}
 
 
 class DeltaTables:
@@ -140,16 +142,30 @@ class DeltaTables:
             custom_metadata={RUN_ID_KEY: run_id, UNIT_KEY: str(unit)}, max_commit_retries=MAX_COMMIT_RETRIES))
         return int(metrics.get("num_deleted_rows", 0))
 
-    def recover(self, unit: UnitId, run_id: str, tables: tuple[str, ...]) -> pa.Table | None:
+    def recover(self, unit: UnitId, run_id: str, tables: tuple[str, ...]) -> list[tuple[str, pa.Table]] | None:
         """A run of the unit that died after some of its commits: the primary table (`tables[0]`)
-        commits last, so if it holds the run's rows every table does, and they are returned to be
-        adopted into the index; otherwise the run's rows in the other tables are removed."""
+        commits last, so if it holds the run's rows every table does, and each table's identity
+        rows (the tables whose rows are deduplicated: products and product deletions, orders) are
+        returned to be adopted into the index (`adopt`); otherwise the run's rows in the other
+        tables are removed, and the rerun writes them again."""
         rows = self.rows_of(unit, run_id, tables[0])
         if rows.num_rows:
-            return rows
+            return [(tables[0], rows), *((t, self.rows_of(unit, run_id, t)) for t in tables[1:] if t in IDENTITY)]
         for table in tables[1:]:
             self.delete_run(unit, run_id, table)
         return None
+
+
+def adopt(state, found: list[tuple[str, pa.Table]]) -> int:
+    """Record a dead run's committed rows (DeltaTables.recover) in a unit's state as if the run had
+    got to its state write: each record's latest hash, and the primary table's versions. Returns
+    the rows of the primary table."""
+    for n, (_, rows) in enumerate(found):
+        ids = rows.column("source_id").to_pylist()
+        state.keep_changed(list(zip(ids, rows.column("raw_hash").to_pylist())))
+        if n == 0:
+            state.remember_versions(list(zip(ids, rows.column("source_updated_at").to_pylist())))
+    return found[0][1].num_rows if found else 0
 
 
 def conform(table: pa.Table, schema: pa.Schema = SCHEMAS["products"]) -> pa.Table:

@@ -5,7 +5,7 @@ A destination is opened from its settings by `open_destination`, and offers:
   open_unit(unit, run_id=, day=, dry_run=) -> a unit, as a context manager, raising Locked
   history             the run log: read(), append(record), where
   secrets()           credentials it resolved at run time, for redaction
-A unit offers: state (get, keep_unseen, remember_versions), write(products), commit(meta) ->
+A unit offers: state (get, keep_changed, remember_versions), write(products), commit(meta) ->
 files, quarantine, meta (get/set/delete for the connector's thread), known (`version in known`),
 counters (daily_budget for a shared call budget) and samples.
 

@@ -96,7 +96,8 @@ def _unit(data_dir: Path, target, run_id: str, unit: UnitId, state_file: Path, f
                 raise FileNotFoundError(f"{unit}: {missing} committed files are missing under {data_dir}")
             moved.rows_appended = place.data(present, files)
             meta = _meta(state_file)
-            place.write_state(state_file, {**meta, "legacy_files": legacy or meta.get("legacy_files", False)})
+            place.write_state(state_file, {**meta, "legacy_files": legacy or meta.get("legacy_files", False)},
+                              [path for path, _ in present])
             return moved
     finally:
         lock.release()

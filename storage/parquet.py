@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from normalize.models import SCHEMA, Product, arrow_rows
+from normalize.models import DELETIONS_SCHEMA, SCHEMA, Product, arrow_rows
 from normalize.order_models import ORDER_LINES_SCHEMA, ORDERS_SCHEMA
 from storage.crash import crash_point
 from storage.paths import (RUN_ID_RE, SOURCE_RE, TABLES, UnitId, dataset_root, file_name,  # noqa: F401
@@ -83,7 +83,8 @@ class StagedFile:
         self.staging.unlink(missing_ok=True)
 
 
-SCHEMAS = {"products": SCHEMA, "orders": ORDERS_SCHEMA, "order_lines": ORDER_LINES_SCHEMA}  # every table's
+SCHEMAS = {"products": SCHEMA, "product_deletions": DELETIONS_SCHEMA, "orders": ORDERS_SCHEMA,
+           "order_lines": ORDER_LINES_SCHEMA}  # every table's
 
 
 def to_table(rows: list, schema: pa.Schema = SCHEMA) -> pa.Table:

@@ -28,7 +28,8 @@ SOURCE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 ACCOUNT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 RUN_ID_RE = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 STREAMS = ("products", "orders")
-TABLES = {"products": ("products",), "orders": ("orders", "order_lines")}  # a stream's tables under normalized/
+# A stream's tables under normalized/ (product_deletions: Shopify's destroyed products, which close their history).
+TABLES = {"products": ("products", "product_deletions"), "orders": ("orders", "order_lines")}
 _FILE_RE = re.compile(r"(?P<stage>\.)?(?:(?P<account>[A-Za-z0-9][A-Za-z0-9._-]{0,79})_)?"
                       r"(?P<run_id>\d{8}T\d{6}Z-[0-9a-f]{6})-(?P<seq>\d{4})\.parquet(?P<tmp>\.tmp)?")
 

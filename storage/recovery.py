@@ -20,13 +20,13 @@ def recover(state: ProviderState, data_dir: Path, unit: UnitId, *, legacy: bool 
     inflight = state.get("inflight_run")
     removed = sweep(data_dir, unit, inflight, legacy=legacy)
     if inflight and tables is not None:
-        rows = tables.recover(unit, inflight, TABLES[unit.stream])
-        if rows is not None:
-            state.keep_unseen(rows.column("raw_hash").to_pylist())
-            state.remember_versions(zip(rows.column("source_id").to_pylist(),
-                                        rows.column("source_updated_at").to_pylist()))
+        found = tables.recover(unit, inflight, TABLES[unit.stream])
+        if found is not None:
+            from storage.delta import adopt
+
+            adopted = adopt(state, found)
             state.commit(inflight, [], {})
-            return len(removed), rows.num_rows
+            return len(removed), adopted
     if inflight:
         state.delete("inflight_run")
     known = state.committed_files()

@@ -1,9 +1,17 @@
-"""Per-unit state: the seen-hash index, the written versions, the high-water mark and the
+"""Per-unit state: the latest-hash index, the written versions, the high-water mark and the
 committed files.
 
-One SQLite file per unit of work under <data-dir>/state/ (storage/paths.py). The index is on disk, so memory stays flat
-at millions of records. A run's hashes go to a temporary table and reach the index only in the
-same transaction that records its files and high-water mark: data first, state last, atomically.
+One SQLite file per unit of work under <data-dir>/state/ (storage/paths.py). The index holds one
+hash per record (product, order): the raw_hash of the last version written for it, so a record is
+new when its content differs from that version (a price going 10 -> 12 -> 10 writes three rows).
+It is on disk, so memory stays flat at millions of records. A run's hashes go to a temporary table
+and reach the index only in the same transaction that records its files and high-water mark: data
+first, state last, atomically.
+
+Upgrade in place: a state from before the latest-hash index has `seen`, every raw_hash ever
+written, and no product keys. A record with no entry in `latest` is new when its hash is not in
+`seen`, so the first run after the upgrade writes nothing it wrote before; from then on each record
+read has its entry. A new state never fills `seen`.
 """
 
 from __future__ import annotations
@@ -12,20 +20,24 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from storage.paths import UnitId, legacy_state_path, state_path
+from storage.paths import UnitId, legacy_state_path, parse_file_name, state_path
 
 HASH_BYTES = 16  # 128 bits of the SHA-256: collisions are out of reach at any catalog size
+# The latest-hash index: 64 bits of a record's key and of its latest raw_hash, as SQLite integers
+# (a rowid table: the fastest lookup SQLite has, 16 bytes a product). A key collision (odds of
+# 1 in 10^7 at a million products) could only make a version be written again, never dropped.
 IN_CHUNK = 500
 VERSION_BYTES = 12
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS seen (h BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS latest (k INTEGER PRIMARY KEY, h INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS versions (v BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, run_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,6 +98,16 @@ def _account_of(data_dir: Path, files: list[str]) -> str | None:
     return None
 
 
+def record_key(source_id: str) -> int:
+    """The index key of one record (product, order) of the unit: its source_id, hashed to 64 bits."""
+    return int.from_bytes(hashlib.sha256(source_id.encode("utf-8", "surrogatepass")).digest()[:8], "big", signed=True)
+
+
+def latest_hash(raw_hash: str) -> int:
+    """The 64 bits of a raw_hash the index compares."""
+    return int.from_bytes(bytes.fromhex(raw_hash[:16]), "big", signed=True)
+
+
 def version_key(source_id: str, updated_at: datetime) -> bytes:
     """A record's version: its id and the provider's last-changed time (a connector can skip work
     for a version already written, such as fetching the rest of a product's variants again)."""
@@ -99,7 +121,9 @@ class ProviderState:
     def __init__(self, con: sqlite3.Connection, read_only: bool):
         self.con = con
         self.read_only = read_only
-        con.execute("CREATE TEMP TABLE run_seen (h BLOB PRIMARY KEY) WITHOUT ROWID")
+        con.execute("CREATE TEMP TABLE run_latest (k INTEGER PRIMARY KEY, h INTEGER NOT NULL)")
+        # A state from before the latest-hash index: its `seen` set answers for records not read since.
+        self.has_legacy = con.execute("SELECT 1 FROM main.seen LIMIT 1").fetchone() is not None
         con.execute("CREATE TEMP TABLE run_versions (v BLOB PRIMARY KEY) WITHOUT ROWID")
 
     @classmethod
@@ -107,6 +131,8 @@ class ProviderState:
         if read_only:
             if path.exists():
                 con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+                if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'latest'").fetchone() is None:
+                    con.execute("CREATE TEMP TABLE latest (k INTEGER PRIMARY KEY, h INTEGER NOT NULL)")
             else:
                 con = sqlite3.connect(":memory:", isolation_level=None)
                 con.executescript(SCHEMA_SQL)
@@ -135,31 +161,50 @@ class ProviderState:
         self.con.execute("DELETE FROM meta WHERE key = ?", (key,))
 
     # -- dedup -------------------------------------------------------------------------------
-    def keep_unseen(self, hashes: list[str]) -> list[bool]:
-        """For each hash, True if neither an earlier run nor this one has it; remembers the new."""
-        keys = [bytes.fromhex(h)[:HASH_BYTES] for h in hashes]
-        known = set()
+    def keep_changed(self, records: list[tuple[str, str]]) -> list[bool]:
+        """For each (source_id, raw_hash), True if the hash differs from the last one written for
+        that source_id, by a committed run or earlier in this run; each True becomes its record's
+        latest (counted once this run commits). A record the index has no entry for is new unless
+        the state's pre-upgrade `seen` set has its hash."""
+        keys = [record_key(i) for i, _ in records]
+        hashes = [latest_hash(h) for _, h in records]
+        latest: dict[int, int] = {}
         for start in range(0, len(keys), IN_CHUNK):
-            chunk = keys[start:start + IN_CHUNK]
+            chunk = list(dict.fromkeys(keys[start:start + IN_CHUNK]))
             marks = ",".join("?" * len(chunk))
-            known.update(row[0] for row in self.con.execute(
-                f"SELECT h FROM main.seen WHERE h IN ({marks}) "
-                f"UNION ALL SELECT h FROM temp.run_seen WHERE h IN ({marks})", chunk + chunk))
-        flags = []
-        for key in keys:
-            flags.append(key not in known)
-            known.add(key)
-        fresh = [(k,) for k, new in zip(keys, flags) if new]
-        self.con.executemany("INSERT INTO temp.run_seen VALUES (?)", fresh)
+            latest.update(self.con.execute(f"SELECT k, h FROM latest WHERE k IN ({marks})", chunk))
+            latest.update(self.con.execute(f"SELECT k, h FROM temp.run_latest WHERE k IN ({marks})", chunk))
+        legacy = (self._legacy_seen([h for (_, h), k in zip(records, keys) if k not in latest])
+                  if self.has_legacy else set())
+        flags, changed = [], {}
+        for key, digest, (_, raw) in zip(keys, hashes, records):
+            last = latest.get(key)
+            new = raw not in legacy if last is None else digest != last
+            flags.append(new)
+            latest[key] = digest
+            if new or last is None:  # a legacy duplicate still gets its entry: the next run asks latest
+                changed[key] = digest
+        self.con.executemany("INSERT OR REPLACE INTO temp.run_latest VALUES (?, ?)", changed.items())
         return flags
+
+    def _legacy_seen(self, raw_hashes: list[str]) -> set[str]:
+        """The raw_hashes the pre-upgrade `seen` set has."""
+        hashes = [bytes.fromhex(h)[:HASH_BYTES] for h in raw_hashes]
+        found = set()
+        for start in range(0, len(hashes), IN_CHUNK):
+            chunk = hashes[start:start + IN_CHUNK]
+            found.update(row[0] for row in self.con.execute(
+                f"SELECT h FROM main.seen WHERE h IN ({','.join('?' * len(chunk))})", chunk))
+        return {h for h in raw_hashes if bytes.fromhex(h)[:HASH_BYTES] in found}
 
     def remember_versions(self, versions: Iterable[tuple[str, datetime | None]]) -> None:
         """Note the (source_id, updated_at) of records this run writes; they count once committed."""
         self.con.executemany("INSERT OR IGNORE INTO temp.run_versions VALUES (?)",
                              [(version_key(i, t),) for i, t in versions if t is not None])
 
-    def seen_count(self) -> int:
-        return self.con.execute("SELECT count(*) FROM main.seen").fetchone()[0]
+    def latest_count(self) -> int:
+        """Records (products, orders) the index has a latest hash for."""
+        return self.con.execute("SELECT count(*) FROM main.latest").fetchone()[0]
 
     # -- commit ------------------------------------------------------------------------------
     def committed_files(self) -> set[str]:
@@ -171,7 +216,7 @@ class ProviderState:
         con = self.con
         con.execute("BEGIN IMMEDIATE")
         try:
-            con.execute("INSERT OR IGNORE INTO main.seen SELECT h FROM temp.run_seen")
+            con.execute("INSERT OR REPLACE INTO main.latest SELECT k, h FROM temp.run_latest")
             con.execute("INSERT OR IGNORE INTO main.versions SELECT v FROM temp.run_versions")
             con.executemany("INSERT OR REPLACE INTO files VALUES (?, ?)",
                             [(Path(f).as_posix(), run_id) for f in files])
@@ -182,29 +227,30 @@ class ProviderState:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        con.execute("DELETE FROM temp.run_seen")
+        con.execute("DELETE FROM temp.run_latest")
         con.execute("DELETE FROM temp.run_versions")
 
     def forget_run(self) -> None:
         """Drop this run's uncommitted hashes and versions (the provider failed)."""
-        self.con.execute("DELETE FROM temp.run_seen")
+        self.con.execute("DELETE FROM temp.run_latest")
         self.con.execute("DELETE FROM temp.run_versions")
 
     def adopt(self, data_dir: Path, paths: list[Path]) -> int:
-        """Index Parquet files that exist but that this state does not know (a lost state file)."""
+        """Index Parquet files that exist but that this state does not know (a lost state file):
+        each record's latest hash is that of its last row, files taken in the order of their runs."""
         self._require_writable()
         self.con.execute("BEGIN IMMEDIATE")
         try:
             count = 0
-            for path in paths:
-                table = pq.read_table(path, columns=["raw_hash", "run_id", "source_id", "source_updated_at"])
-                self.con.executemany("INSERT OR IGNORE INTO main.seen VALUES (?)",
-                                     [(bytes.fromhex(h)[:HASH_BYTES],) for h in table["raw_hash"].to_pylist()])
-                self.con.executemany("INSERT OR IGNORE INTO main.versions VALUES (?)",
-                                     [(version_key(i, t),) for i, t in zip(table["source_id"].to_pylist(),
-                                                                           table["source_updated_at"].to_pylist())
-                                      if t is not None])
-                run_ids = table["run_id"].to_pylist()
+            for path in sorted(paths, key=_run_order):
+                run_ids = pq.read_table(path, columns=["run_id"])["run_id"].to_pylist()
+                records = _records(path)
+                if records is not None:  # a record's own table (products, orders), not its lines
+                    ids, hashes, times = records
+                    self.con.executemany("INSERT OR REPLACE INTO main.latest VALUES (?, ?)",
+                                         [(record_key(i), latest_hash(h)) for i, h in zip(ids, hashes)])
+                    self.con.executemany("INSERT OR IGNORE INTO main.versions VALUES (?)",
+                                         [(version_key(i, t),) for i, t in zip(ids, times) if t is not None])
                 self.con.execute("INSERT OR REPLACE INTO files VALUES (?, ?)",
                                  (path.relative_to(data_dir).as_posix(), run_ids[0] if run_ids else ""))
                 count += len(run_ids)
@@ -217,6 +263,33 @@ class ProviderState:
     def _require_writable(self) -> None:
         if self.read_only:
             raise RuntimeError("state opened read-only (dry run)")
+
+
+def _records(path: Path) -> tuple[list, list, list] | None:
+    """(ids, raw_hashes, update times) of a data file of a record's own table (products: source_id,
+    source_updated_at; orders: order_id, updated_at); None for a table of lines."""
+    names = set(pq.read_schema(path).names)
+    if "raw_hash" not in names:
+        return None
+    key, updated = ("source_id", "source_updated_at") if "source_id" in names else ("order_id", "updated_at")
+    table = pq.read_table(path, columns=["raw_hash", key, updated])
+    return table[key].to_pylist(), table["raw_hash"].to_pylist(), table[updated].to_pylist()
+
+
+def latest_from_files(paths: Iterable[Path]) -> Iterator[tuple[int, int]]:
+    """(record key, latest hash) entries from data files, taken in the order of their runs (a later
+    version replaces an earlier one where they are applied in order)."""
+    for path in sorted(paths, key=_run_order):
+        records = _records(path)
+        if records is not None:
+            ids, hashes, _ = records
+            yield from ((record_key(i), latest_hash(h)) for i, h in zip(ids, hashes))
+
+
+def _run_order(path: Path) -> tuple:
+    """A data file's place in the order of runs: run ids begin with their start time."""
+    parsed = parse_file_name(path.name)
+    return (parsed[1], path.name) if parsed else ("", path.name)
 
 
 class MetaStore:

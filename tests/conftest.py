@@ -124,6 +124,11 @@ def run(monkeypatch, dirs, clock):
     return invoke
 
 
+def catalog_requests(server) -> list[dict]:
+    """The Shopify sandbox's API requests but the destroyed-products read each products run makes."""
+    return [e for e in server.api_requests() if "DestroyedProducts" not in (e.get("body") or "")]
+
+
 def parquet_rows(data_dir: Path):
     import pyarrow.dataset as ds
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from pipelines.run_pipeline import Runtime, cli
 from sandbox.catalog import CatalogSpec
 from sandbox.shopify import ShopifySandbox
-from tests.conftest import SHOP, TOKEN
+from tests.conftest import SHOP, TOKEN, catalog_requests
 from tests.lakes import duplicates, keys, parquet_rows, table_rows
 from tests.procs import REPO, base_env, shopify_env
 
@@ -52,10 +52,10 @@ def test_an_empty_worker_after_a_complete_run_makes_one_request_and_writes_nothi
     first, record = worker(tmp_path, "w1", clock, monkeypatch, lake, shop, fmt=fmt)
     assert first.exit_code == 0, first.output
     assert record["units"][0]["written"] == 80
-    before = len(shop.api_requests())
+    before = len(catalog_requests(shop))
     again, record = worker(tmp_path, "w2", clock, monkeypatch, lake, shop, fmt=fmt)  # a fresh disk
     assert again.exit_code == 0, again.output
-    assert len(shop.api_requests()) - before == 1
+    assert len(catalog_requests(shop)) - before == 1
     assert record["units"][0]["written"] == 0 and record["units"][0]["fetched"] <= 1
     rows = table_rows(s3, bucket) if fmt == "delta" else parquet_rows(s3, bucket)
     assert len(rows) == 80 and duplicates(rows) == 0
@@ -88,8 +88,8 @@ def test_the_state_is_a_manifest_and_index_shards_and_the_history_is_in_the_buck
     names = keys(s3, bucket, "lake/")
     manifest = json.loads(s3.client().get_object(Bucket=bucket, Key=f"lake/_state/{unit}/manifest.json")["Body"].read())
     assert manifest["meta"]["high_water_mark"] and manifest["generation"] >= 1
-    assert manifest["index"]["seen"]["bits"] == 0  # 80 hashes: one shard
-    assert [n for n in names if f"/index/{manifest['runs'][-1]}/seen-0-00.bin" in n]
+    assert manifest["index"]["latest"]["bits"] == 0  # 80 products: one shard
+    assert [n for n in names if f"/index/{manifest['runs'][-1]}/latest-0-00.bin" in n]
     assert not [n for n in names if n.startswith("lake/_leases/")]  # released at the end
     assert [n for n in names if n.startswith("lake/_history/runs/")]
     result, _ = worker(tmp_path, "w2", clock, monkeypatch, lake, shop, "report")  # another empty disk

@@ -197,7 +197,7 @@ def test_a_refused_delta_commit_leaves_nothing_half_visible(shop, lake, tmp_path
     assert rows(s3, bucket, "delta") == []  # the table exists, with no row
     manifest = json.loads(s3.client().get_object(Bucket=bucket, Key=f"lake/{manifest_name(UNIT)}")["Body"].read())
     assert manifest["runs"] == [] and "high_water_mark" not in manifest["meta"]  # only the learned page size
-    assert not manifest["index"]["seen"]["shards"] and not keys(s3, bucket, "lake/_leases/")  # lease released
+    assert not manifest["index"]["latest"]["shards"] and not keys(s3, bucket, "lake/_leases/")  # lease released
     s3.clear_faults()
     in_process(monkeypatch, tmp_path, shop, *into(bucket))  # at once: nothing to recover, nothing to wait for
     found = rows(s3, bucket, "delta")

@@ -90,9 +90,9 @@ def test_a_state_write_against_a_stale_etag_is_refused(tmp_path):
     objects = FakeObjects()
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     mine, theirs = LakeState(objects, UNIT, tmp_path / "a", read_only=False), LakeState(objects, UNIT, tmp_path / "b", read_only=False)
-    theirs.keep_unseen(["ab" * 32])
+    theirs.keep_changed([("p1", "ab" * 32)])
     assert theirs.commit("20261201T120000Z-bbbbbb", {"high_water_mark": ["2026-12-01T00:00:00+00:00", 2]})
-    mine.keep_unseen(["cd" * 32])
+    mine.keep_changed([("p2", "cd" * 32)])
     with pytest.raises(PreconditionFailed):  # read before theirs committed: never overwrites newer state
         mine.commit("20261201T120000Z-aaaaaa", {"high_water_mark": ["2026-11-01T00:00:00+00:00", 1]})
     mine.close(), theirs.close()

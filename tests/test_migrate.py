@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from pipelines.run_pipeline import cli
 from sandbox.catalog import CatalogSpec
 from sandbox.shopify import ShopifySandbox
-from tests.conftest import SHOP, TOKEN, parquet_rows
+from tests.conftest import SHOP, TOKEN, catalog_requests, parquet_rows
 from tests.lakes import duplicates, keys, parquet_rows as bucket_parquet_rows, table_rows
 
 LEGACY = Path(__file__).parent / "fixtures" / "release_0_1"
@@ -59,7 +59,7 @@ def test_a_previous_release_dataset_migrates_once_and_the_next_run_makes_one_req
     fresh = tmp_path / "worker"  # an empty disk
     run = invoke(monkeypatch, legacy_shop, fresh, "--destination", f"s3://{bucket}/lake", "--table-format", fmt)
     assert run.exit_code == 0, run.output
-    assert len(legacy_shop.api_requests()) == 1 and "wrote 0" in run.output
+    assert len(catalog_requests(legacy_shop)) == 1 and "wrote 0" in run.output
     report = invoke(monkeypatch, legacy_shop, fresh, "report", "--destination", f"s3://{bucket}/lake")
     assert report.output.count("\n20261201T0218") == 3  # the previous release's runs came along
 
@@ -81,7 +81,7 @@ def test_a_migration_that_stopped_part_way_keeps_runs_off_the_unit_until_it_is_f
     assert invoke(monkeypatch, legacy_shop, old, *target).exit_code == 0  # finishes it: the data is not appended again
     assert len(table_rows(s3, bucket)) == 66 and duplicates(table_rows(s3, bucket)) == 0
     assert invoke(monkeypatch, legacy_shop, tmp_path / "w2", *destination).exit_code == 0
-    assert len(legacy_shop.api_requests()) == 1
+    assert len(catalog_requests(legacy_shop)) == 1
     assert keys(s3, bucket, "lake/_leases/") == []
 
 
@@ -91,10 +91,10 @@ def test_a_dataset_this_release_wrote_migrates_and_the_next_run_there_makes_one_
     moved, _ = run(None, "migrate", "--to", f"s3://{bucket}/lake")
     assert moved.exit_code == 0 and f"shopify:{SHOP}/products: 1 files copied" in moved.output
     assert len(bucket_parquet_rows(s3, bucket)) == 100
-    before = len(sandbox.api_requests())
+    before = len(catalog_requests(sandbox))
     result, _ = run(sandbox, "--destination", f"s3://{bucket}/lake")
     assert result.exit_code == 0 and "wrote 0" in result.output
-    assert len(sandbox.api_requests()) - before == 1
+    assert len(catalog_requests(sandbox)) - before == 1
 
 
 def test_an_orders_unit_migrates_into_its_two_delta_tables_and_the_next_run_writes_nothing(run, lake, dirs):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 from graphql import execute
 
 from bench.dlt_products import QUERY as DLT_SHAPED  # the query a dlt user sends
 from connectors.shopify import PRODUCTS_QUERY, VARIANTS_QUERY
+from connectors.shopify_events import DESTROYED_PRODUCTS, EVENTS_QUERY
 from sandbox.catalog import CatalogSpec
 from sandbox.graphql_exec import Unsupported, execute_query
 from sandbox.shopify import READ_ROOT_FIELDS, ShopifySandbox, _prepare, admin_schema
@@ -30,12 +32,17 @@ CASES = [
     (DLT_SHAPED, {"first": 9, "after": None}),
     (EDGES_ALIASES_FRAGMENTS, {"n": 12}),
     (ONE_PRODUCT, {}),
+    (EVENTS_QUERY, {"first": 250, "after": None, "query": DESTROYED_PRODUCTS}),  # the inline fragment on BasicEvent
+    (EVENTS_QUERY, {"first": 1, "after": "MQ==", "query": f"{DESTROYED_PRODUCTS} AND created_at:>='2026-11-01T00:00:00Z'"}),
 ]
 
 
 @pytest.fixture(scope="module")
 def sandbox():
-    return ShopifySandbox(CatalogSpec(size=60), throttle=False)
+    server = ShopifySandbox(CatalogSpec(size=60), throttle=False)
+    for n in (3, 4):  # destroyed: two events
+        server.destroy(f"gid://shopify/Product/800000{n}", datetime(2026, 11, 2, n, tzinfo=timezone.utc))
+    return server
 
 
 @pytest.mark.parametrize("query, variables", CASES, ids=range(len(CASES)))

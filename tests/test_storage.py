@@ -73,7 +73,7 @@ def test_a_killed_run_leaves_staging_and_orphans_that_readers_skip_and_recovery_
     state = ProviderState.open(state_path(tmp_path, UNIT))
     done = PartitionWriter(tmp_path, UNIT, RUN, DAY, 0o640)
     batch = products(4)
-    state.keep_unseen([p.raw_hash for p in batch])
+    state.keep_changed([(p.source_id, p.raw_hash) for p in batch])
     done.add(batch)
     state.commit(RUN, done.close(), {})
     # A run that died: marked in flight, one file renamed into place, one still staged.
@@ -99,7 +99,7 @@ def test_a_lost_state_file_adopts_the_existing_parquet_instead_of_rewriting_it(t
     writer.close()
     state = ProviderState.open(state_path(tmp_path, UNIT))
     assert recover(state, tmp_path, UNIT) == (0, 3)
-    assert state.keep_unseen([p.raw_hash for p in batch]) == [False, False, False]
+    assert state.keep_changed([(p.source_id, p.raw_hash) for p in batch]) == [False, False, False]
     state.close()
     known = KnownVersions(state_path(tmp_path, UNIT))
     assert all((p.source_id, p.source_updated_at) in known for p in batch)  # versions adopted too
@@ -108,17 +108,57 @@ def test_a_lost_state_file_adopts_the_existing_parquet_instead_of_rewriting_it(t
 def test_state_commit_is_all_or_nothing(tmp_path):
     path = state_path(tmp_path, UNIT)
     state = ProviderState.open(path)
-    assert state.keep_unseen(["aa" * 32, "bb" * 32, "aa" * 32]) == [True, True, False]
+    assert state.keep_changed([("p1", "aa" * 32), ("p2", "bb" * 32), ("p1", "aa" * 32)]) == [True, True, False]
     state.forget_run()  # the provider failed: nothing of this run reaches the index
     state.close()
     state = ProviderState.open(path)
-    assert state.seen_count() == 0
-    state.keep_unseen(["cc" * 32])
+    assert state.latest_count() == 0
+    state.keep_changed([("p3", "cc" * 32)])
     state.commit(RUN, ["normalized/x.parquet"], {"high_water_mark": ["2026-11-01T00:00:00+00:00", 5]})
     state.close()
     state = ProviderState.open(path)
-    assert state.seen_count() == 1 and state.get("high_water_mark") == ["2026-11-01T00:00:00+00:00", 5]
+    assert state.latest_count() == 1 and state.get("high_water_mark") == ["2026-11-01T00:00:00+00:00", 5]
     assert state.committed_files() == {"normalized/x.parquet"}
+    state.close()
+
+
+def test_a_record_is_new_when_its_hash_differs_from_the_last_one_written_for_it(tmp_path):
+    path = state_path(tmp_path, UNIT)
+    state = ProviderState.open(path)
+    ten, twelve = "10" * 32, "12" * 32
+    assert state.keep_changed([("p1", ten), ("p2", ten)]) == [True, True]  # one hash, two products: both
+    state.commit(RUN, [], {})
+    assert state.keep_changed([("p1", ten), ("p1", twelve), ("p1", twelve)]) == [False, True, False]
+    state.commit(RUN, [], {})
+    state.close()
+    state = ProviderState.open(path)
+    assert state.keep_changed([("p1", ten)]) == [True]  # 10 -> 12 -> 10: the revert is a version
+    assert state.keep_changed([("p1", ten), ("p2", ten)]) == [False, False]
+    state.forget_run()  # a failed run's versions never count
+    assert state.keep_changed([("p1", ten)]) == [True]
+    assert state.latest_count() == 2  # one hash per product, however many versions
+    state.close()
+
+
+def test_a_state_from_before_the_latest_index_upgrades_in_place_without_rewriting(tmp_path):
+    import sqlite3
+
+    path = state_path(tmp_path, UNIT)
+    path.parent.mkdir(parents=True)
+    old = sqlite3.connect(path)  # the previous release's schema: every hash ever written, no product keys
+    old.executescript("CREATE TABLE seen (h BLOB PRIMARY KEY) WITHOUT ROWID;"
+                      "CREATE TABLE files (path TEXT PRIMARY KEY, run_id TEXT NOT NULL);"
+                      "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);")
+    old.executemany("INSERT INTO seen VALUES (?)", [(bytes.fromhex(h)[:16],) for h in ("10" * 32, "12" * 32)])
+    old.commit()
+    old.close()
+    dry = ProviderState.open(path, read_only=True)  # a dry run reads it as it is
+    assert dry.keep_changed([("p1", "12" * 32), ("p1", "13" * 32)]) == [False, True]
+    dry.close()
+    state = ProviderState.open(path)
+    assert state.keep_changed([("p1", "12" * 32), ("p2", "99" * 32)]) == [False, True]
+    state.commit(RUN, [], {})
+    assert state.keep_changed([("p1", "12" * 32), ("p1", "10" * 32)]) == [False, True]  # p1 now has its entry
     state.close()
 
 
@@ -146,7 +186,7 @@ def test_versions_are_known_only_once_their_run_commits(tmp_path):
 def test_read_only_state_never_creates_a_file(tmp_path):
     path = state_path(tmp_path, UNIT)
     state = ProviderState.open(path, read_only=True)
-    assert state.keep_unseen(["aa" * 32, "aa" * 32]) == [True, False]
+    assert state.keep_changed([("p1", "aa" * 32), ("p1", "aa" * 32)]) == [True, False]
     state.close()
     assert not tmp_path.joinpath("state").exists()
 

@@ -18,7 +18,7 @@ from sandbox.catalog import CatalogSpec
 from sandbox.shopify import ShopifySandbox
 from storage.lock import FileLease
 from storage.paths import UnitId, lock_path, state_path
-from tests.conftest import SHOP, TOKEN
+from tests.conftest import SHOP, TOKEN, catalog_requests
 from tests.procs import dataset_problems
 
 EU_SHOP, EU_TOKEN = "eu-store.myshopify.com", "shpat_test_eu_store_token"
@@ -215,10 +215,10 @@ def test_with_an_accounts_file_the_provider_variables_are_ignored_with_one_warni
 def test_an_account_moved_from_the_environment_into_the_file_keeps_its_state(run, dirs, sandbox, eu_shop, tmp_path):
     _, first = run(sandbox)  # the environment defines the one shop
     assert first["units"][0]["written"] == 100
-    requests_before = len(sandbox.api_requests())
+    requests_before = len(catalog_requests(sandbox))
     _, moved = run(None, env=two_shops(tmp_path, sandbox, eu_shop))  # now from the file, no name
     assert unit_entry(moved, SHOP)["written"] == 0
-    assert len(sandbox.api_requests()) - requests_before == 1  # the usual one-request rerun
+    assert len(catalog_requests(sandbox)) - requests_before == 1  # the usual one-request rerun
     assert unit_entry(moved, EU_SHOP)["written"] == 40
 
 
@@ -304,7 +304,7 @@ def test_a_dataset_written_by_the_release_before_units_upgrades_in_place(tmp_pat
     before = sorted((r["source_id"], r["raw_hash"]) for r in rows(dirs["data"]))
     result, record = _invoke(dirs, env=_shop_env(legacy_shop), monkeypatch=monkeypatch)
     assert result.exit_code == 0, result.output
-    assert record["units"][0]["written"] == 0 and len(legacy_shop.api_requests()) == 1
+    assert record["units"][0]["written"] == 0 and len(catalog_requests(legacy_shop)) == 1
     assert not (dirs["data"] / "state" / "shopify.sqlite").exists()
     assert state_path(dirs["data"], UnitId("shopify", SHOP)).exists()
     _, full = _invoke(dirs, "--full-refresh", env={**_shop_env(legacy_shop), "SHOPIFY_BULK_MIN_PRODUCTS": "0"},
@@ -359,5 +359,5 @@ def test_a_runner_that_kept_only_the_old_state_upgrades_it_for_the_accounts_defa
     shutil.rmtree(dirs["data"] / "normalized")
     result, record = _invoke(dirs, env=_shop_env(legacy_shop), monkeypatch=monkeypatch)
     assert result.exit_code == 0, result.output
-    assert record["units"][0]["written"] == 0 and len(legacy_shop.api_requests()) == 1
+    assert record["units"][0]["written"] == 0 and len(catalog_requests(legacy_shop)) == 1
     assert state_path(dirs["data"], UnitId("shopify", SHOP)).exists()

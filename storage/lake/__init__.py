@@ -6,7 +6,7 @@ the last run stopped and many workers share one dataset.
                the start-up probe that refuses a store ignoring them
   lease.py     one lease object per unit instead of a lock file: expires, renewed, taken over
   index.py     the unit's state: a manifest (meta, committed runs, index shards) written with
-               If-Match, and the seen-hash and version index sharded by hash prefix
+               If-Match, and the latest-hash and version index sharded by key prefix
   unit.py      LakeDestination and LakeUnit, the second implementation of the destination
   history.py   the run log as objects; budget.py the eBay keyset's calls reserved in blocks
 

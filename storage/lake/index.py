@@ -2,8 +2,9 @@
 
   _state/<provider>.<account>.<stream>/manifest.json
       {"generation", "meta" (high-water mark, bulk checkpoint, learned page size), "runs" (the
-       last committed run ids), "index": {"seen"|"versions": {"bits", "shards": {"<n>": [run_id, count]}}}}
-  _state/<unit>/index/<run_id>/seen-<bits>-<n>.bin       sorted 16-byte raw_hash prefixes
+       last committed run ids), "index": {"latest"|"versions": {"bits", "shards": {"<n>": [run_id, count]}}}}
+  _state/<unit>/index/<run_id>/latest-<bits>-<n>.bin     per record: 8 bytes of its key, 8 of its
+                                                         latest raw_hash (storage/state.py), sorted
   _state/<unit>/index/<run_id>/versions-<bits>-<n>.bin   sorted 12-byte version keys
 
 The index is sharded by the top `bits` bits of each entry's first byte: one shard while a unit has
@@ -24,18 +25,18 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from storage.lake.objects import StoreError
 from storage.paths import UnitId, manifest_name, segment_name, segment_prefix
-from storage.state import HASH_BYTES, VERSION_BYTES, ProviderState, version_key
+from storage.state import VERSION_BYTES, ProviderState, latest_from_files, record_key, version_key
 
 log = logging.getLogger("pipeline.lake")
-KINDS = {"seen": HASH_BYTES, "versions": VERSION_BYTES}
-TEMP_TABLE = {"seen": "run_seen", "versions": "run_versions"}
-COLUMN = {"seen": "h", "versions": "v"}
+LATEST = struct.Struct(">qq")  # a record's key and its latest hash, as the local state keeps them
+KINDS = {"latest": LATEST.size, "versions": VERSION_BYTES}
 SHARD_BITS = ((4096, 0), (65536, 4))  # up to this many entries: this many bits; beyond: 8
 RUNS_KEPT = 50  # committed run ids remembered, for recovery to tell a committed run from a dead one
 PARALLEL = 16
@@ -46,7 +47,7 @@ class StateCorrupt(StoreError):
 
 
 def empty_manifest(unit: UnitId) -> dict:
-    return {"format": 1, "unit": list(unit), "generation": 0, "meta": {}, "runs": [],
+    return {"format": 2, "unit": list(unit), "generation": 0, "meta": {}, "runs": [],
             "index": {kind: {"bits": 0, "shards": {}} for kind in KINDS}}
 
 
@@ -59,7 +60,7 @@ def shard_of(first_byte: int, bits: int) -> int:
 
 
 class LakeState:
-    """The state the run asks for (`get`, `keep_unseen`, `remember_versions`), `version in state`
+    """The state the run asks for (`get`, `keep_changed`, `remember_versions`), `version in state`
     for the connector's thread, meta writes that must survive a crash, and `commit`."""
 
     def __init__(self, objects, unit: UnitId, workdir: Path, *, read_only: bool):
@@ -79,10 +80,11 @@ class LakeState:
     def get(self, key: str, default=None):
         return self.manifest["meta"].get(key, default)
 
-    def keep_unseen(self, hashes: list[str]) -> list[bool]:
-        """For each hash, True if neither a committed run nor this one has it; remembers the new."""
-        self._load("seen", {int(h[:2], 16) for h in hashes})
-        return self.cache.keep_unseen(hashes)
+    def keep_changed(self, records: list[tuple[str, str]]) -> list[bool]:
+        """For each (source_id, raw_hash), True if the hash differs from the last one written for
+        that record (storage/state.py's rule); the shards holding those records are fetched first."""
+        self._load("latest", {_first_byte(record_key(i)) for i, _ in records})
+        return self.cache.keep_changed(records)
 
     def remember_versions(self, versions) -> None:
         versions = [(i, t) for i, t in versions if t is not None]
@@ -159,6 +161,7 @@ class LakeState:
         for shard in sorted(touched):
             body = self._shard_body(kind, target, shard)
             if not body:
+                shards.pop(f"{shard:02x}", None)
                 continue
             pending.append(pool.submit(self.objects.put, segment_name(self.unit, run_id, kind, target, shard), body))
             shards[f"{shard:02x}"] = [run_id, len(body) // KINDS[kind]]
@@ -171,40 +174,56 @@ class LakeState:
         return {"bits": target, "shards": shards}, replaced
 
     def _new_entries(self, kind: str) -> set[int]:
-        """The first bytes of this run's entries of `kind` that no committed run has."""
-        column, temp = COLUMN[kind], TEMP_TABLE[kind]
-        rows = self.cache.con.execute(f"SELECT DISTINCT substr({column}, 1, 1) FROM temp.{temp} "
-                                      f"WHERE {column} NOT IN (SELECT {column} FROM main.{kind})")
+        """The first bytes of this run's entries of `kind` that no committed run has (for `latest`:
+        a record new to the index, or whose latest hash changed)."""
+        con = self.cache.con
+        if kind == "latest":
+            rows = con.execute("SELECT r.k FROM temp.run_latest AS r LEFT JOIN main.latest AS m ON m.k = r.k "
+                               "WHERE m.h IS NULL OR m.h != r.h")
+            return {_first_byte(row[0]) for row in rows}
+        rows = con.execute("SELECT DISTINCT substr(v, 1, 1) FROM temp.run_versions "
+                           "WHERE v NOT IN (SELECT v FROM main.versions)")
         return {row[0][0] for row in rows}
 
     def _new_count(self, kind: str) -> int:
-        column, temp = COLUMN[kind], TEMP_TABLE[kind]
+        """Entries this run adds to `kind` (a changed latest hash replaces its entry: none added)."""
+        column, temp = ("k", "run_latest") if kind == "latest" else ("v", "run_versions")
         return self.cache.con.execute(f"SELECT count(*) FROM temp.{temp} "
                                       f"WHERE {column} NOT IN (SELECT {column} FROM main.{kind})").fetchone()[0]
 
     def _shard_body(self, kind: str, bits: int, shard: int) -> bytes:
-        column, temp = COLUMN[kind], TEMP_TABLE[kind]
+        """The shard's entries, committed and this run's (this run's latest hash wins), sorted."""
         low, high = shard << (8 - bits), (shard + 1) << (8 - bits)
-        bounds = f"{column} >= ?" + (f" AND {column} < ?" if high < 256 else "")
+        con = self.cache.con
+        if kind == "latest":
+            rows = []
+            for bounds, args in _key_ranges(low, high):
+                rows += con.execute(f"SELECT k, h FROM temp.run_latest WHERE {bounds} UNION ALL "
+                                    f"SELECT k, h FROM main.latest WHERE {bounds} "
+                                    "AND k NOT IN (SELECT k FROM temp.run_latest)", args + args).fetchall()
+            rows.sort(key=lambda row: row[0] & 0xFFFFFFFFFFFFFFFF)  # the order of the key's bytes
+            return b"".join(LATEST.pack(k, h) for k, h in rows)
+        bounds = "v >= ?" + (" AND v < ?" if high < 256 else "")
         args = (bytes([low]), bytes([high])) if high < 256 else (bytes([low]),)
-        rows = self.cache.con.execute(
-            f"SELECT {column} FROM main.{kind} WHERE {bounds} UNION SELECT {column} FROM temp.{temp} WHERE {bounds} "
-            f"ORDER BY 1", args + args)
+        rows = con.execute(f"SELECT v FROM main.versions WHERE {bounds} UNION SELECT v FROM temp.run_versions "
+                           f"WHERE {bounds} ORDER BY 1", args + args)
         return b"".join(row[0] for row in rows)
 
     def _settle(self) -> None:
-        """This run's hashes and versions become committed ones in the scratch cache too."""
+        """This run's latest hashes and versions become committed ones in the scratch cache too."""
         con = self.cache.con
-        con.execute("INSERT OR IGNORE INTO main.seen SELECT h FROM temp.run_seen")
+        con.execute("INSERT OR REPLACE INTO main.latest SELECT k, h FROM temp.run_latest")
         con.execute("INSERT OR IGNORE INTO main.versions SELECT v FROM temp.run_versions")
         self.cache.forget_run()
 
     def forget_run(self) -> None:
         self.cache.forget_run()
 
-    def absorb(self, state_file: Path) -> None:
-        """Take a local state file's seen hashes and versions as this run's own (a migration); the
-        file is copied first, so the source is never written to (not even a hot journal's rollback)."""
+    def absorb(self, state_file: Path, files: list[Path] = ()) -> None:
+        """Take a local state file's latest hashes and versions as this run's own (a migration); the
+        file is copied first, so the source is never written to (not even a hot journal's rollback).
+        A state from before the latest-hash index knows only which hashes were ever written: its
+        records' latest hashes are read from its data `files` instead, in the order of their runs."""
         copy = self.cache_path.with_name("absorbed.sqlite")
         source, target = sqlite3.connect(state_file), sqlite3.connect(copy)
         try:
@@ -214,8 +233,11 @@ class LakeState:
         con = self.cache.con
         con.execute("ATTACH DATABASE ? AS source", (str(copy),))
         try:
-            con.execute("INSERT OR IGNORE INTO temp.run_seen SELECT h FROM source.seen")
             tables = {row[0] for row in con.execute("SELECT name FROM source.sqlite_master WHERE type = 'table'")}
+            if "latest" in tables:
+                con.execute("INSERT OR REPLACE INTO temp.run_latest SELECT k, h FROM source.latest")
+            if "seen" in tables and con.execute("SELECT 1 FROM source.seen LIMIT 1").fetchone():
+                con.executemany("INSERT OR REPLACE INTO temp.run_latest VALUES (?, ?)", latest_from_files(files))
             if "versions" in tables:  # a state from before versions were kept has none
                 con.execute("INSERT OR IGNORE INTO temp.run_versions SELECT v FROM source.versions")
         finally:
@@ -243,8 +265,11 @@ class LakeState:
                     con.execute("BEGIN")
                     width = KINDS[kind]
                     for body in bodies:
-                        con.executemany(f"INSERT OR IGNORE INTO {kind} VALUES (?)",
-                                        ((body[i:i + width],) for i in range(0, len(body), width)))
+                        if kind == "latest":
+                            con.executemany("INSERT OR IGNORE INTO latest VALUES (?, ?)", LATEST.iter_unpack(body))
+                        else:
+                            con.executemany(f"INSERT OR IGNORE INTO {kind} VALUES (?)",
+                                            ((body[i:i + width],) for i in range(0, len(body), width)))
                     con.execute("COMMIT")
                 finally:
                     con.close()
@@ -281,6 +306,26 @@ class LakeState:
 
     def close(self) -> None:
         self.cache.close()
+
+
+def _first_byte(key: int) -> int:
+    """The first byte of a record key as the shards are cut (its 8 bytes, big-endian)."""
+    return (key >> 56) & 0xFF
+
+
+def _key_ranges(low: int, high: int) -> list[tuple[str, tuple]]:
+    """SQL bounds on the signed 64-bit key `k` for the keys whose first byte is in [low, high):
+    bytes below 0x80 are the non-negative keys, the others the negative ones."""
+    ranges = []
+    if low < 0x80:
+        top = min(high, 0x80)
+        ranges.append(("k >= ?" + (" AND k < ?" if top < 0x80 else ""),
+                       (low << 56, top << 56) if top < 0x80 else (low << 56,)))
+    if high > 0x80:
+        bottom = max(low, 0x80)
+        ranges.append(("k >= ?" + (" AND k < ?" if high < 0x100 else " AND k < 0"),
+                       ((bottom - 256) << 56, (high - 256) << 56) if high < 0x100 else ((bottom - 256) << 56,)))
+    return ranges
 
 
 class LakeMeta:

@@ -86,8 +86,8 @@ class _Place:
             self.destination.objects.upload(path, name)
         return bool(files)
 
-    def write_state(self, state_file: Path, meta: dict) -> None:
-        self.state.absorb(state_file)
+    def write_state(self, state_file: Path, meta: dict, files: list[Path] = ()) -> None:
+        self.state.absorb(state_file, files)
         kept = {k: v for k, v in self.state.manifest["meta"].items() if k != "migrating"}
         self.state.manifest = {**self.state.manifest, "meta": kept}
         self.state.commit(self.run_id, {**meta, "migrated_from": str(state_file.resolve())})

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from storage.delta import DeltaTables, DeltaWriter
+from storage.delta import DeltaTables, DeltaWriter, adopt
 from storage.destination import DryRunSink, Locked
 from storage.lake.budget import ObjectCounters
 from storage.lake.files import ObjectPartitionWriter, SpooledQuarantine, uncommitted_files
@@ -61,6 +61,25 @@ class LakeDestination:
 
     def secrets(self) -> list[str]:
         return self.objects.secrets()
+
+    def parquet_dataset(self, table: str, schema):
+        """The Parquet files of `table` in the bucket as one Arrow dataset (pyarrow's own S3
+        filesystem: nothing to download), or None when it has none."""
+        import pyarrow.dataset as ds
+        from pyarrow import fs
+
+        keys = self.objects.credentials()
+        endpoint = self.location.endpoint
+        s3 = fs.S3FileSystem(access_key=keys["AWS_ACCESS_KEY_ID"], secret_key=keys["AWS_SECRET_ACCESS_KEY"],
+                             session_token=keys.get("AWS_SESSION_TOKEN"), region=self.location.region or "us-east-1",
+                             endpoint_override=endpoint.split("://", 1)[-1] if endpoint else None,
+                             scheme="http" if endpoint and endpoint.startswith("http://") else "https")
+        root = self.location.key(f"normalized/{table}")
+        files = [info.path for info in s3.get_file_info(fs.FileSelector(f"{self.location.bucket}/{root}", recursive=True,
+                                                                        allow_not_found=True))
+                 if info.type == fs.FileType.File and info.path.endswith(".parquet")
+                 and not info.base_name.startswith(".")]
+        return ds.dataset(files, schema=schema, format="parquet", filesystem=s3) if files else None
 
     def prepare(self, *, dry_run: bool, tables=("products",)) -> None:
         """Before any unit: refuse a store that ignores conditional writes, create the units' tables
@@ -138,11 +157,12 @@ class LakeUnit:
             return
         if self.destination.table_format == "delta":
             if dead.get("committing"):
-                rows = self.destination.tables.recover(self.unit, run_id, TABLES[self.unit.stream])
-                if rows is not None:
-                    adopt(self.state, run_id, rows)
+                found = self.destination.tables.recover(self.unit, run_id, TABLES[self.unit.stream])
+                if found is not None:
+                    rows = adopt(self.state, found)
+                    self.state.commit(run_id, {})
                     log.warning("%s: run %s died after its Delta commit; its %d rows were adopted into the index",
-                                self.unit, run_id, rows.num_rows)
+                                self.unit, run_id, rows)
             return
         orphans = uncommitted_files(self.destination.objects, self.unit, run_id, date.fromisoformat(dead["day"]))
         if orphans:
@@ -213,11 +233,3 @@ class LakeUnit:
     def samples(self) -> list:
         return getattr(next(iter(self.writers.values())), "samples", [])
 
-
-def adopt(state, run_id: str, rows) -> None:
-    """Record a committed run's rows in the index (its state write never happened)."""
-    hashes = rows.column("raw_hash").to_pylist()
-    versions = list(zip(rows.column("source_id").to_pylist(), rows.column("source_updated_at").to_pylist()))
-    state.keep_unseen(hashes)
-    state.remember_versions(versions)
-    state.commit(run_id, {})
