@@ -45,6 +45,7 @@ Examples:
   run_pipeline.py units                    # the units of work, one JSON line each
   run_pipeline.py report --html logs/report.html
   run_pipeline.py migrate --to s3://bucket/products --table-format delta
+  run_pipeline.py compact --destination s3://bucket/products --table-format delta
 
 \b
 Exit codes: 0 ok; 1 a unit failed; 2 usage or configuration error;
@@ -183,6 +184,22 @@ def migrate(ctx, to, **shared):
     from pipelines import migrate as migration
 
     ctx.exit(migration.run(ctx, to, shared))
+
+
+@cli.command()
+@click.option("--retention-hours", type=int, default=168, show_default=True, metavar="HOURS",
+              help="Vacuum files no version needs once unreferenced this long (at least 24: a running "
+                   "unit's files must never go).")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@shared_options
+@click.pass_context
+def compact(ctx, retention_hours, quiet, **shared):
+    """Compact the small files of the destination's Delta tables, checkpoint and vacuum them, safely
+    while units write; a Parquet destination is left as it is (exit 0).
+    """
+    from pipelines import compact as compaction
+
+    ctx.exit(compaction.run(ctx, retention_hours, quiet or ctx.parent.params.get("quiet", False), shared))
 
 
 if __name__ == "__main__":
