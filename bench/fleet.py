@@ -58,7 +58,8 @@ def accounts_file(path: Path, shops: int, base_url: str) -> list[str]:
 
 
 def fleet_env(s3: LocalS3, bucket: str, accounts: Path, token: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPIFY_", "AMAZON_", "EBAY_", "PIPELINE_", "AWS_"))}
+    theirs = ("SHOPIFY_", "AMAZON_", "EBAY_", "PIPELINE_", "AWS_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(theirs)}
     return {**env, **s3.env(bucket, "fleet"), "PIPELINE_TABLE_FORMAT": "delta", "PIPELINE_ENV_FILE": os.devnull,
             "PIPELINE_ACCOUNTS_FILE": str(accounts), TOKEN_VARIABLE: token}
 
@@ -77,7 +78,8 @@ def round_of(units: list[str], workers: int, env: dict, scratch: Path) -> tuple[
             except queue.Empty:
                 return
             disk = Path(tempfile.mkdtemp(dir=scratch))
-            paths = ["--destination", env["PIPELINE_DESTINATION"], "--data-dir", str(disk / "data"), "--logs-dir", str(disk / "logs"), "--cache-dir", str(disk / "c")]
+            paths = ["--destination", env["PIPELINE_DESTINATION"], "--data-dir", str(disk / "data"),
+                     "--logs-dir", str(disk / "logs"), "--cache-dir", str(disk / "cache")]
             done = subprocess.run([*CLI, "--accounts", unit, "--quiet", *paths], env=env, cwd="/",
                                   capture_output=True, text=True)
             if done.returncode:
@@ -208,7 +210,8 @@ def main() -> None:
                   f"{t['requests']} requests): {done.stdout.strip() or done.stderr.strip()[-400:]}")
             print(f"\ncommit rate of one table: one-commit appends of 5 rows, {args.rate_commits} per process, "
                   "each process its own partition")
-            print(f"{'processes':>9} | {'commits':>7} | {'retried':>7} | {'s':>6} | {'commits/min':>11} | {'requests/commit':>15}")
+            print(f"{'processes':>9} | {'commits':>7} | {'retried':>7} | {'s':>6} | {'commits/min':>11} | "
+                  f"{'requests/commit':>15}")
             for processes in (int(p) for p in args.rate_processes.split(",")):
                 r = commit_rate(s3, processes, args.rate_commits)
                 print(f"{r['processes']:>9} | {r['commits']:>7} | {r['retries']:>7} | {r['seconds']:6.1f} | "
