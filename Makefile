@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test sandbox run-pipeline clean-demo secrets-scan hooks crash-test race-test check-airflow \
-	check-workflow check-report crontab prune-logs bench bench-1m lake-race-test lake-crash-test demo-lake bench-lake clean-demo-lake bench-history
+	check-workflow check-report crontab prune-logs bench bench-1m lake-race-test lake-crash-test demo-lake bench-lake clean-demo-lake bench-history bench-fleet
 
 # requirements-checks.txt is hash-pinned (actionlint), so it gets its own pip call with --require-hashes.
 $(STAMP): requirements.txt requirements-dev.txt requirements-checks.txt
@@ -91,6 +91,9 @@ bench-1m: $(STAMP)  ## a million products: the bulk JSONL path, then paging (abo
 
 bench-lake: $(STAMP)  ## a unit's state in an object store at 1M products: requests and bytes of a first run and reruns
 	$(PY) bench/lake_index.py $${PRODUCTS:-1000000}
+
+bench-fleet: $(STAMP)  ## 20 Shopify shops x 2,000 products into one Delta table in a local S3 by 1, 2 and 4 workers: wall time, commits, retries, requests (about 8 minutes)
+	$(PY) bench/fleet.py --shops $${SHOPS:-20} --products $${PRODUCTS:-2000} --workers $${WORKERS:-1,2,4}
 
 clean-demo:
 	rm -rf .demo

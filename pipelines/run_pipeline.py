@@ -46,6 +46,7 @@ Examples:
   run_pipeline.py report --html logs/report.html
   run_pipeline.py migrate --to s3://bucket/products --table-format delta
   run_pipeline.py query "SELECT * FROM products_current LIMIT 5"
+  run_pipeline.py compact --destination s3://bucket/products --table-format delta
 
 \b
 Exit codes: 0 ok; 1 a unit failed; 2 usage or configuration error;
@@ -208,6 +209,22 @@ def query(ctx, sql, fmt, output, list_views, **shared):
     from pipelines import query as queries
 
     queries.command(sql, fmt, output, list_views, load_command_settings(ctx, shared))
+
+
+@cli.command()
+@click.option("--retention-hours", type=int, default=168, show_default=True, metavar="HOURS",
+              help="Vacuum files no version needs once unreferenced this long (at least 24: a running "
+                   "unit's files must never go).")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@shared_options
+@click.pass_context
+def compact(ctx, retention_hours, quiet, **shared):
+    """Compact the small files of the destination's Delta tables, checkpoint and vacuum them, safely
+    while units write; a Parquet destination is left as it is (exit 0).
+    """
+    from pipelines import compact as compaction
+
+    ctx.exit(compaction.run(ctx, retention_hours, quiet or ctx.parent.params.get("quiet", False), shared))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,155 @@
+"""`run_pipeline.py compact`: the small files of every run merged, the log checkpointed, what no
+version needs vacuumed, all while units keep writing, and a Parquet destination left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipelines.run_pipeline import cli
+from storage.compaction import compaction_lock, vacuum_retention
+from storage.destination import LocalDestination
+from tests.delta_writer import ROWS
+from tests.lakes import duplicates, storage_options
+from tests.procs import REPO, base_env, run_cli
+
+
+def table_state(path: Path):
+    """(rows, active files) of a local Delta table."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(str(path))
+    return table.to_pyarrow_dataset().to_table(use_threads=False).to_pylist(), table.file_uris()
+
+
+def compact(dirs, *args):
+    return CliRunner().invoke(cli, ["compact", "--data-dir", str(dirs["data"]), "--logs-dir", str(dirs["logs"]),
+                                    "--table-format", "delta", *args])
+
+
+@pytest.fixture
+def three_runs(run, dirs, sandbox):
+    """A local Delta table after three runs: every unit partition holds three small files."""
+    for fraction in (None, 0.2, 0.2):
+        if fraction:
+            sandbox.mutate(fraction)
+        result, _ = run(sandbox, "--table-format", "delta")
+        assert result.exit_code == 0, result.output
+    return dirs["data"] / "normalized" / "products"
+
+
+def test_compact_merges_each_units_small_files_and_every_row_stays(three_runs, dirs):
+    rows, files = table_state(three_runs)
+    assert len(files) == 3
+    result = compact(dirs)
+    assert result.exit_code == 0, result.output
+    after, files_after = table_state(three_runs)
+    assert len(files_after) == 1
+    assert sorted(r["raw_hash"] for r in after) == sorted(r["raw_hash"] for r in rows) and duplicates(after) == 0
+    assert "products: 3 files" in result.output and "-> 1 files" in result.output
+    assert "3 compacted into 1 in 1 partitions" in result.output
+    assert list((three_runs / "_delta_log").glob("*.checkpoint.parquet"))
+    again = compact(dirs, "--quiet")
+    assert again.exit_code == 0 and again.output == ""
+
+
+def test_vacuum_removes_only_unreferenced_files_older_than_the_retention(three_runs, dirs):
+    partition = next(three_runs.glob("source=*/account=*"))
+    stale, fresh = partition / "part-killed-writer-old.parquet", partition / "part-writer-uploading-now.parquet"
+    for orphan in (stale, fresh):
+        orphan.write_bytes(b"PAR1 not committed by anyone")
+    week_and_a_day = time.time() - 8 * 24 * 3600
+    os.utime(stale, (week_and_a_day, week_and_a_day))
+    result = compact(dirs)
+    assert result.exit_code == 0, result.output
+    assert not stale.exists() and fresh.exists()  # a file a running writer has not committed yet stays
+    assert "vacuum removed 1 files unreferenced for over 168 h" in result.output
+    rows, _ = table_state(three_runs)  # the three files compaction replaced stay for the readers of old versions
+    assert len(list(partition.glob("part-*.parquet"))) == 3 + 1 + 1 and rows
+
+
+def test_a_retention_shorter_than_a_day_is_refused_and_nothing_is_touched(three_runs, dirs):
+    before = sorted(p.name for p in three_runs.rglob("*"))
+    result = compact(dirs, "--retention-hours", "23")
+    assert result.exit_code == 2
+    assert "--retention-hours 23 is too short" in result.output and "at least 24" in result.output
+    assert sorted(p.name for p in three_runs.rglob("*")) == before
+
+
+@pytest.mark.parametrize("configured, requested, expected", [
+    (None, 24, (24, False)),  # delta-rs's 7-day default would refuse: our floor of a day replaces it
+    (None, 168, (168, True)),
+    ("interval 30 days", 168, (720, True)),  # the table's own setting is a floor too
+    ("interval 2 days", 168, (168, True)),
+    ("interval 3 fortnights", 48, (48, True)),  # unreadable: delta-rs judges it
+])
+def test_the_longer_of_the_tables_retention_and_ours_is_used(configured, requested, expected):
+    configuration = {"delta.deletedFileRetentionDuration": configured} if configured else {}
+    assert vacuum_retention(configuration, requested) == expected
+
+
+def test_a_parquet_destination_is_left_alone_with_the_reason(run, dirs, sandbox):
+    assert run(sandbox)[0].exit_code == 0
+    files = {p: p.stat().st_mtime_ns for p in (dirs["data"] / "normalized").rglob("*")}
+    answer = CliRunner().invoke(cli, ["compact", "--data-dir", str(dirs["data"]), "--logs-dir", str(dirs["logs"])])
+    assert answer.exit_code == 0
+    assert "small files each run writes accumulate" in answer.output and "--table-format delta" in answer.output
+    assert {p: p.stat().st_mtime_ns for p in (dirs["data"] / "normalized").rglob("*")} == files
+
+
+def test_a_second_compaction_meanwhile_is_exit_75_and_touches_nothing(three_runs, dirs):
+    lock = compaction_lock(LocalDestination(dirs["data"]), run_id="x", day="2026-12-01")
+    assert lock.acquire()
+    try:
+        result = compact(dirs)
+    finally:
+        lock.release()
+    assert result.exit_code == 75 and "Another compaction holds" in result.output
+    assert len(table_state(three_runs)[1]) == 3
+
+
+def test_compacting_while_units_write_loses_no_commit_and_exits_0_every_time(lake, tmp_path):
+    """Three writer processes append one-commit runs to their own partitions of one table in the
+    local S3 while compact runs again and again as its own process, as a scheduler would start it."""
+    s3, bucket, env = lake
+    from storage.delta import DeltaTables
+
+    root, options, stop = f"s3://{bucket}/lake", storage_options(s3), tmp_path / "stop"
+    DeltaTables(root, options).ensure("products")
+    writer_env = {**os.environ, "DELTA_OPTIONS": json.dumps(options)}
+    writers = [subprocess.Popen([sys.executable, "-m", "tests.delta_writer", root, f"shop-{i}", "4", str(stop)],
+                                cwd=REPO, env=writer_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i in range(3)]
+    cli_env = base_env(tmp_path, **env)
+    runs = []
+    try:
+        while len(runs) < 3 or any(w.poll() is None for w in writers):
+            if len(runs) >= 2:
+                stop.touch()  # two compactions overlapped the writers: let them finish their minimum
+            runs.append(run_cli(cli_env, "compact", "--destination", root, "--table-format", "delta", timeout=180))
+        outputs = [w.communicate(timeout=180) for w in writers]
+    finally:
+        for w in writers:
+            w.kill() if w.poll() is None else None
+    assert [w.returncode for w in writers] == [0, 0, 0], [err[-500:] for _, err in outputs]
+    assert [r.returncode for r in runs] == [0] * len(runs), [r.stderr[-500:] for r in runs]
+    last = run_cli(cli_env, "compact", "--destination", root, "--table-format", "delta")
+    assert last.returncode == 0 and "-> 3 files" in last.stdout, last.stdout + last.stderr
+    committed = {run_id for out, _ in outputs for run_id in out.split()}
+    from deltalake import DeltaTable
+
+    table = DeltaTable(f"{root}/normalized/products", storage_options=options)
+    rows = table.to_pyarrow_dataset().to_table(columns=["account", "run_id", "raw_hash"], use_threads=False).to_pylist()
+    assert len(rows) == ROWS * len(committed) and duplicates(rows) == 0  # every row of every commit, once
+    assert {r["run_id"] for r in rows} == committed
+    writes = [h["pipeline.run_id"] for h in table.history() if h["operation"] == "WRITE" and "pipeline.run_id" in h]
+    assert sorted(writes) == sorted(committed)  # no commit lost, none made twice
+    assert any("compacted into" in r.stdout and " 0 compacted" not in r.stdout for r in runs)
