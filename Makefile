@@ -55,8 +55,12 @@ $(AIRFLOW_VENV)/.installed: deploy/airflow/requirements-airflow.txt
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/airflow/requirements-airflow.txt
 	touch $@
 
-check-airflow: $(AIRFLOW_VENV)/.installed  ## the Airflow DAG loads in a DagBag with the expected tasks
-	AIRFLOW_HOME=$$(mktemp -d) $(AIRFLOW_VENV)/bin/python tools/check_airflow_dag.py
+# The DAGs' shape in a DagBag, then dag.test() twice against the sandboxes and a local S3 (first run lands
+# every unit, the second writes nothing), the scheduler's concurrency, a missing connection, compaction.
+# The tasks and the sandboxes run with the pipeline's .venv; the Airflow venv needs none of its packages.
+check-airflow: $(STAMP) $(AIRFLOW_VENV)/.installed  ## the Airflow DAGs: their shape, then two real runs with dag.test()
+	home=$$(mktemp -d) && AIRFLOW_HOME=$$home PRODUCTS_PIPELINE_PYTHON=$(CURDIR)/$(PY) \
+		$(AIRFLOW_VENV)/bin/python tools/check_airflow_dag.py; rc=$$?; rm -rf $$home; exit $$rc
 
 check-workflow: $(STAMP)  ## the GitHub workflow validates against GitHub's schema, passes zizmor and actionlint
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/pipeline.yml

@@ -87,7 +87,8 @@ def execute(settings: Settings, opts: RunOptions, rt: Runtime) -> tuple[int, dic
     selected = select_units(settings, opts)
     destination = open_destination(settings.destination or DestinationSettings(
         settings.data_dir, settings.logs_dir, file_mode=settings.output_file_mode, rows_per_file=settings.rows_per_file))
-    _prepare(destination, settings, opts, sorted({t for u in selected for t in TABLES[u.stream]}))
+    prepare_destination(destination, settings, sorted({t for u in selected for t in TABLES[u.stream]}),
+                        dry_run=opts.dry_run)
     skipped = {p: outcome.not_configured(p, reason) for p, reason in settings.not_configured.items()
                if not opts.providers or p in opts.providers}
     results: dict[UnitId, ProviderResult] = {}
@@ -100,12 +101,13 @@ def execute(settings: Settings, opts: RunOptions, rt: Runtime) -> tuple[int, dic
     return outcome.record_run(settings, opts, run_id, started, rt.now(), results, skipped, destination.history)
 
 
-def _prepare(destination, settings: Settings, opts: RunOptions, tables: list[str]) -> None:
-    """Credentials it resolved join the redaction set; then the probe and the units' tables, before any unit."""
+def prepare_destination(destination, settings: Settings, tables: list[str], *, dry_run: bool) -> None:
+    """Credentials it resolved join the redaction set; then the probe and the units' tables, before any
+    unit. DestinationUnavailable (redacted) when the destination cannot take a run."""
     try:
         for secret in destination.secrets():
             remember(secret)
-        destination.prepare(dry_run=opts.dry_run, tables=tables)
+        destination.prepare(dry_run=dry_run, tables=tables)
     except Exception as exc:
         from storage.lake.objects import StoreRefused
 

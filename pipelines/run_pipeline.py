@@ -43,6 +43,7 @@ Examples:
   run_pipeline.py --since 2026-11-01T00:00:00Z
   run_pipeline.py --accounts shopify:eu-store --streams products
   run_pipeline.py units                    # the units of work, one JSON line each
+  run_pipeline.py prepare                  # before units fan out: the store's probe, the Delta tables
   run_pipeline.py report --html logs/report.html
   run_pipeline.py migrate --to s3://bucket/products --table-format delta
   run_pipeline.py query "SELECT * FROM products_current LIMIT 5"
@@ -171,6 +172,18 @@ def units(ctx, **shared):
         account = settings.account(unit)
         click.echo(json.dumps({"provider": unit.provider, "account": unit.account, "stream": unit.stream,
                                "ready": account.ready, "reason": account.reason}))
+
+
+@cli.command()
+@shared_options
+@click.pass_context
+def prepare(ctx, **shared):
+    """Ready the destination before units fan out: probe an object store's conditional writes and
+    create the Delta tables of every configured unit's streams. Idempotent; exit 0 when ready.
+    """
+    from pipelines import prepare as preparation
+
+    ctx.exit(preparation.run(ctx, shared, ctx.parent.params.get("streams")))
 
 
 @cli.command()
