@@ -141,11 +141,15 @@ class PartitionWriter:
         self.rows = 0
 
     def add(self, products: list[Product]) -> None:
-        if not products:
+        if products:
+            self.add_table(to_table(products, self.schema))
+
+    def add_table(self, table: pa.Table) -> None:
+        """Rows already in Arrow, in this writer's schema (a batch normalized in another process)."""
+        if not table.num_rows:
             return
-        table = to_table(products, self.schema)
         self.pending.append(table)
-        self.pending_rows += len(products)
+        self.pending_rows += table.num_rows
         self.pending_bytes += table.nbytes
         while self.pending_rows >= self.row_group_rows:
             self._write_row_group(self.row_group_rows)
