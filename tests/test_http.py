@@ -122,6 +122,37 @@ def test_credentials_go_only_to_the_configured_host(clock):
 
 
 @responses.activate
+def test_a_post_sends_what_session_request_would_send(clock):
+    """The GraphQL POST is sent from a request prepared once and copied (requests' per-call merging
+    skipped): method, URL, every header and the body are what session.request prepares."""
+    import requests
+
+    responses.post(URL, json={"data": {"ok": 1}})
+    sent = []
+    http = HttpClient("shopify", HttpSettings(), sleep=clock.sleep, now=lambda: NOW, on_send=sent.append)
+    body = {"query": "query { shop { name } }", "variables": {"first": 10, "after": "é"}}
+    for _ in range(2):
+        assert http.request_json("POST", URL, json_body=body, auth=auth(), headers={"X-Extra": "1"}) == {"data": {"ok": 1}}
+    expected = http.session.prepare_request(requests.Request("POST", URL, json=body, auth=auth(), headers={"X-Extra": "1"}))
+    for request in sent:
+        assert (request.method, request.url, request.body) == (expected.method, expected.url, expected.body)
+        assert dict(request.headers) == dict(expected.headers)
+        assert request.headers["X-Shopify-Access-Token"] == TOKEN
+    assert sent[0] is not sent[1] and http.stats.requests == 2
+
+
+@responses.activate
+def test_a_cookie_the_server_sets_goes_with_the_next_request(clock):
+    responses.post(URL, json={"data": {"ok": 1}}, headers={"Set-Cookie": "session=abc; Path=/"})
+    responses.post(URL, json={"data": {"ok": 2}})
+    http = client(clock)
+    http.request_json("POST", URL, json_body={})
+    assert http.request_json("POST", URL, json_body={}) == {"data": {"ok": 2}}
+    assert "Cookie" not in responses.calls[0].request.headers
+    assert responses.calls[1].request.headers["Cookie"] == "session=abc"
+
+
+@responses.activate
 def test_non_json_200_is_retried(clock):
     responses.post(URL, body="<html>maintenance</html>", status=200)
     responses.post(URL, json={"data": {}})

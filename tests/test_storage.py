@@ -238,3 +238,33 @@ def test_row_groups_of_wide_rows_are_bounded_by_bytes(tmp_path, monkeypatch):
     metadata = pq.ParquetFile(tmp_path / files[0]).metadata
     assert metadata.num_rows == 300 and metadata.num_row_groups >= 3
     assert all(metadata.row_group(i).num_rows < 300 for i in range(metadata.num_row_groups))
+
+
+def test_writing_parquet_does_not_import_pandas_yet_pandas_still_reads_it(tmp_path):
+    """pyarrow imports pandas (0.36 s of CPU) the first time it converts a Python list, only to ask
+    if the list is a pandas object; the writer answers that probe without it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = f"""
+import sys
+from datetime import date, datetime, timezone
+from pathlib import Path
+from normalize.shopify import to_product
+from storage.parquet import PartitionWriter
+from storage.paths import UnitId
+from tests.conftest import load_fixture
+raw = load_fixture("shopify", "product.json")
+product = to_product(raw, account="a.myshopify.com", fetched_at=datetime.now(timezone.utc), run_id="{RUN}")
+writer = PartitionWriter(Path({str(tmp_path)!r}), UnitId("shopify", "a.myshopify.com"), "{RUN}", date(2026, 11, 27), 0o640)
+writer.add([product])
+files = writer.close()
+assert "pandas" not in sys.modules, "pandas was imported"
+import pyarrow.parquet as pq
+print(len(pq.read_table(Path({str(tmp_path)!r}) / files[0]).to_pandas()))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
