@@ -35,6 +35,8 @@ class SandboxServer:
         self.port = port
         self.faults: list[Fault] = []
         self.latency_s = 0.0  # added before every API answer (to make runs overlap in race tests)
+        self.gate = None  # a threading.Event: answers wait until it is set (at most a minute)
+        self.held = 0  # requests that have waited at the gate
         self.log: list[dict] = []
         self._server = None
         self._thread = None
@@ -122,6 +124,9 @@ def _make_handler(sandbox: SandboxServer):
                 entry["status"] = status
                 sandbox.record(entry)
                 return self._send_json(status, body)
+            if sandbox.gate is not None:
+                sandbox.held += 1
+                sandbox.gate.wait(60)
             if sandbox.latency_s:
                 time.sleep(sandbox.latency_s)
             fault = sandbox.next_fault()

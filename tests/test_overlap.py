@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -85,7 +86,7 @@ def test_two_units_of_one_provider_run_at_once_and_one_units_recovery_spares_the
     """Two shops, two processes at once: the slow one is mid-crawl while the other sweeps its own
     crash leftovers and commits; neither touches the other's files, both land whole."""
     with ShopifySandbox(CatalogSpec(size=60, seed=11), token="shpat_race_second_shop", throttle=False) as second:
-        second.latency_s = 0.5  # its unit stays mid-crawl for seconds
+        second.gate = threading.Event()  # its unit stays mid-crawl until the other has finished
         accounts = tmp_path / "accounts.toml"
         accounts.write_text(f"""
 [[shopify]]
@@ -107,11 +108,12 @@ api_base_url = "{second.base_url}"
         leftover.write_bytes(b"left by a crash of the first shop's unit")
         slow = start_cli(env, "--accounts", "second")
         deadline = time.monotonic() + 30
-        while not second.api_requests() and time.monotonic() < deadline:
+        while not second.held and time.monotonic() < deadline:  # its first request is in
             time.sleep(0.02)
         quick = run_cli(env, "--accounts", "test-shop.myshopify.com")
         assert quick.returncode == 0, quick.stderr
         assert slow.poll() is None  # the two units really overlapped
+        second.gate.set()
         assert slow.wait(timeout=120) == 0
         assert not leftover.exists()
         records = read_runlog(tmp_path)
