@@ -6,7 +6,6 @@ same parsers (pipelines/accounts.py), so a setting means the same wherever it is
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from connectors.settings import (AMAZON_API_BASE_URL, AMAZON_TOKEN_ENDPOINTS, AP
                                  DEFAULT_SHOPIFY_API_VERSION, EBAY_API_BASE_URL, EBAY_MARKETPLACE_RE,
                                  MARKETPLACE_RE, PAAPI_RETIRED, SHOP_DOMAIN_RE, AmazonSettings, EbaySettings,
                                  ShopifySettings)
+from storage.lake.objects import is_loopback
 
 
 class ConfigError(Exception):
@@ -46,13 +46,6 @@ def _number(env, name: str, default: float, *, minimum: float = 0, kind=float):
 
 
 
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def validate_base_url(name: str, raw: str) -> str:
@@ -65,7 +58,7 @@ def validate_base_url(name: str, raw: str) -> str:
         problem = "must not contain a user name or password"
     elif parts.path not in ("", "/") or parts.query or parts.fragment:
         problem = "must be a scheme and host (and optional port) only, with no path or query"
-    elif parts.scheme == "http" and not is_loopback_host(parts.hostname):
+    elif parts.scheme == "http" and not is_loopback(parts.hostname):
         problem = "may use plain http only on a loopback address (127.0.0.1, ::1, localhost)"
     else:
         try:
