@@ -147,3 +147,15 @@ def test_a_small_or_shuffled_result_is_read_in_one_process(run, dirs, monkeypatc
         result, record = run(shuffled, "--full-refresh")  # split, but the workers find it shuffled
         assert result.exit_code == 0, result.output
         assert calls == [bulk_split.WORKERS] and record["providers"]["shopify"]["fetched"] == 300
+
+
+def test_worker_batches_go_into_a_delta_table_too(rich, run, dirs, monkeypatch):
+    from deltalake import DeltaTable
+
+    calls = spy_on_splits(monkeypatch)
+    monkeypatch.setattr(shopify_bulk, "SPLIT_MIN_LINES", 1)
+    result, record = run(rich, "--full-refresh", "--table-format", "delta")
+    assert result.exit_code == 0, result.output
+    assert calls and record["providers"]["shopify"]["written"] == 600
+    table = DeltaTable(str(dirs["data"] / "normalized" / "products")).to_pyarrow_dataset().to_table()
+    assert sorted(table.column("source_id").to_pylist()) == sorted(rich.products)
