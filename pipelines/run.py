@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import islice
@@ -206,19 +207,20 @@ def load_downloaded(store, stream, downloaded: DownloadedResult, account, run_id
     job = bulk_split.Job(stream.normalize, stream.identity, stream.connector.record_cursor, stream.tables,
                          account.account, run_id, rt.now())
     high_water_mark = None
-    for batch in bulk_split.normalized_batches(downloaded, job):
-        crash_point("after_fetch")
-        result.fetched += batch.fetched
-        high_water_mark = max(high_water_mark, batch.cursor, key=_cursor_key)
-        for entry in batch.rejects:
-            store.quarantine.add(**entry)
-        new = keep_new_rows(batch, store.state)
-        for table, rows in new.items():
-            store.write_table(table, rows)
-        result.written += new[stream.tables[0]].num_rows
-        result.duplicates += len(batch.versions) - new[stream.tables[0]].num_rows
-        result.quarantined = store.quarantine.count
-        progress.update(result)
+    with closing(bulk_split.normalized_batches(downloaded, job)) as normalized:  # closed: the workers stop
+        for batch in normalized:
+            crash_point("after_fetch")
+            result.fetched += batch.fetched
+            high_water_mark = max(high_water_mark, batch.cursor, key=_cursor_key)
+            for entry in batch.rejects:
+                store.quarantine.add(**entry)
+            new = keep_new_rows(batch, store.state)
+            for table, rows in new.items():
+                store.write_table(table, rows)
+            result.written += new[stream.tables[0]].num_rows
+            result.duplicates += len(batch.versions) - new[stream.tables[0]].num_rows
+            result.quarantined = store.quarantine.count
+            progress.update(result)
     return high_water_mark
 
 
