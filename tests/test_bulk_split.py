@@ -32,7 +32,8 @@ def quarantined(data) -> list[tuple]:
     for path in sorted((data / "quarantine").rglob("*.jsonl")):
         for line in path.read_text().splitlines():
             entry = json.loads(line)
-            entries.append((entry["reason"], entry["field"], entry["raw_hash"], json.dumps(entry["record"], sort_keys=True)))
+            record = json.dumps(entry["record"], sort_keys=True)
+            entries.append((entry["reason"], entry["field"], entry["raw_hash"], record))
     return sorted(entries)
 
 
@@ -79,6 +80,10 @@ def test_two_processes_write_exactly_the_rows_and_quarantine_of_one(rich, run, d
     assert len(one_quarantined) == 1 and quarantined(dirs["data"]) == one_quarantined
     entry = record["providers"]["shopify"]
     assert (entry["fetched"], entry["written"], entry["quarantined"]) == (600, 599, 1)
+    # Read again whole: dedup drops every row the split path already wrote.
+    result, record = run(rich, "--full-refresh")
+    entry = record["providers"]["shopify"]
+    assert calls == [bulk_split.WORKERS] * 2 and (entry["written"], entry["duplicates"]) == (0, 599)
     # A no-change rerun still asks for one page of the lookback window and writes nothing.
     before = len(catalog_requests(rich))
     result, record = run(rich)
@@ -111,7 +116,8 @@ def broken_cursor(raw):
 def test_a_worker_that_raises_fails_with_its_error_and_stops_the_others(tmp_path):
     lines = []
     for p in range(1, 40):
-        lines += ['{"id":"gid://shopify/Product/%d","title":"P"}' % p, '{"id":"v%d","__parentId":"gid://shopify/Product/%d"}' % (p, p)]
+        lines += ['{"id":"gid://shopify/Product/%d","title":"P"}' % p,
+                  '{"id":"v%d","__parentId":"gid://shopify/Product/%d"}' % (p, p)]
     downloaded = shopify_bulk.DownloadedResult(tmp_path / "r.jsonl", tmp_path / "spool.sqlite")
     downloaded.path.write_text("".join(f"{line}\n" for line in lines))
     job = bulk_split.Job(shopify_normalizer.to_product, ("shopify", 1), broken_cursor, ("products",), SHOP, "r", None)
@@ -159,3 +165,12 @@ def test_worker_batches_go_into_a_delta_table_too(rich, run, dirs, monkeypatch):
     assert calls and record["providers"]["shopify"]["written"] == 600
     table = DeltaTable(str(dirs["data"] / "normalized" / "products")).to_pyarrow_dataset().to_table()
     assert sorted(table.column("source_id").to_pylist()) == sorted(rich.products)
+
+
+def test_a_dry_run_over_worker_batches_writes_nothing_and_shows_samples(rich, run, dirs, monkeypatch):
+    monkeypatch.setattr(shopify_bulk, "SPLIT_MIN_LINES", 1)
+    result, record = run(rich, "--full-refresh", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert record["providers"]["shopify"]["written"] == 600
+    assert result.output.count("  would write  gid://shopify/Product/") == 20  # the samples, as Arrow rows
+    assert not list(dirs["data"].rglob("*.parquet"))
