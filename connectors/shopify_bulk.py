@@ -13,6 +13,8 @@ import re
 import sqlite3
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 from connectors import jsondecode
@@ -32,6 +34,9 @@ POLL_QUERY = """query PollBulk($id: ID!) {
   node(id: $id) { ... on BulkOperation { id status errorCode objectCount rootObjectCount url partialDataUrl } }
 }"""
 COUNT_QUERY = "query CountProducts { productsCount { count } }"
+# A downloaded result of fewer lines is read in this process: starting worker processes (about a
+# second each) would cost more than a second core saves.
+SPLIT_MIN_LINES = 50_000
 
 
 class BulkUnavailable(ProviderError):
@@ -89,8 +94,83 @@ def run(api, query: str, checkpoint: Checkpoint, spool_dir: Path | None = None, 
         path = api.http.download(operation["url"], Path(spool) / "result.jsonl", what="the bulk result",
                                  next_step="the next run resumes the same operation and downloads it again")
         mark_local()  # what comes next is read from disk: a prefetching thread would only cost CPU
-        yield from assemble_file(path, Path(spool) / "assemble.sqlite", child)
+        result = DownloadedResult(path, Path(spool) / "assemble.sqlite", child)
+        if result.has_lines(SPLIT_MIN_LINES):
+            yield result  # the run may read it in several processes (pipelines/bulk_split.py) while this waits
+        else:
+            yield from result
     checkpoint.clear()
+
+
+@dataclass(frozen=True)
+class DownloadedResult:
+    """A bulk result on local disk, yielded in place of its products when large enough to be worth
+    reading in several processes. Iterated, it yields its products here (`assemble_file`); or
+    `ranges(k)` cuts it at product lines and `products(start, end)` reads one range, each range
+    checked for Shopify's grouped order first (`grouped(start, end)`)."""
+
+    path: Path
+    spool: Path
+    child: str = "variants"
+
+    def __iter__(self) -> Iterator[dict]:
+        return assemble_file(self.path, self.spool, self.child)
+
+    def has_lines(self, count: int) -> bool:
+        """True if the file has at least `count` lines (reads no further than that)."""
+        seen = 0
+        with self.path.open("rb") as data:
+            for block in iter(lambda: data.read(1 << 20), b""):
+                seen += block.count(b"\n")
+                if seen >= count:
+                    return True
+        return False
+
+    def ranges(self, parts: int) -> list[tuple[int, int]]:
+        """About `parts` byte ranges covering the file, each starting at a product's line (one with
+        no __parentId), so a product and its variants' lines are in one range."""
+        size, points = self.path.stat().st_size, [0]
+        with self.path.open("rb") as lines:
+            for k in range(1, parts):
+                lines.seek(max(size * k // parts, points[-1]))
+                lines.readline()  # the rest of a line cut in two
+                while True:
+                    at, line = lines.tell(), lines.readline()
+                    if not line or (line.strip() and line.rfind(b'"__parentId"', -200) < 0):
+                        break
+                if at > points[-1]:
+                    points.append(at)
+        return list(zip(points, points[1:] + [size]))
+
+    def grouped(self, start: int, end: int) -> bool:
+        """True if each child line of the range names the product line last before it (in the range)."""
+        return _grouped(_lines_between(self.path, start, end))
+
+    def products(self, start: int, end: int) -> Iterator[dict]:
+        """The products of a range checked as grouped, in file order (NotGrouped if a line misleads)."""
+        return _stream_grouped(chain.from_iterable(_lines_between(self.path, start, end)), self.child)
+
+
+def _lines_between(path: Path, start: int, end: int) -> Iterator[list[bytes]]:
+    """The lines from byte `start` (a line's first) up to `end`, in blocks of about 1 MB."""
+    with path.open("rb") as lines:
+        lines.seek(start)
+        at = start
+        while at < end:
+            block = lines.readlines(1 << 20)
+            if not block:
+                return
+            if at + sum(map(len, block)) > end:
+                kept = []
+                for line in block:
+                    if at >= end:
+                        break
+                    kept.append(line)
+                    at += len(line)
+                yield kept
+                return
+            at += sum(map(len, block))
+            yield block
 
 
 def _start(api, query: str) -> str:
@@ -138,15 +218,15 @@ def assemble_file(path: Path, spool: Path, child: str = "variants") -> Iterator[
     written in a form the quick pass does not read) the on-disk index of `assemble` takes any order.
     """
     with path.open("rb") as lines:
-        grouped = _grouped(lines)
+        grouped = _grouped(iter(lambda: lines.readlines(1 << 20), []))
     with path.open("rb") as lines:
         yield from (_stream_grouped(lines, child) if grouped else assemble(lines, spool, child))
 
 
-def _grouped(lines) -> bool:
-    """True if each child line names the product line last before it."""
+def _grouped(blocks) -> bool:
+    """True if each child line names the product line last before it (`blocks`: lists of lines)."""
     current = None
-    for block in iter(lambda: lines.readlines(1 << 20), []):
+    for block in blocks:
         for line in block:
             at = line.rfind(b'"__parentId"', -200)
             if at >= 0:

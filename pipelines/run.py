@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import islice
@@ -18,11 +19,12 @@ from connectors.shopify_auth import MissingScope
 from connectors.shopify_graphql import AccessDenied
 from connectors.http import CircuitOpen, HttpSettings, Pacer
 from connectors.redact import Redactor, remember
-from connectors.shopify_bulk import Checkpoint
-from pipelines import accounts, outcome
+from connectors.shopify_bulk import Checkpoint, DownloadedResult
+from pipelines import accounts, bulk_split, outcome
 from pipelines.config import Settings
 from pipelines.streams import UNAVAILABLE, stream_of
-from pipelines.stages import BATCH_SIZE, Prefetch, Progress, ProviderResult, batched, keep_new, lean_gc, normalize_batch
+from pipelines.stages import (BATCH_SIZE, Prefetch, Progress, ProviderResult, batched, batches, keep_new, keep_new_rows,
+                              lean_gc, normalize_batch, read_here)
 from storage.crash import crash_point
 from storage.destination import DestinationSettings, Locked, open_destination
 from storage.paths import TABLES, UnitId
@@ -167,8 +169,14 @@ def extract_load(store, unit: UnitId, account, settings: Settings, opts: RunOpti
         hints=store.meta, known=store.known, **_stream_options(settings, unit))
     if opts.limit is None:  # a limited run must not fetch a page ahead that it will not use
         records = Prefetch(records)
+    if opts.limit is not None or settings.bulk_workers < 2:  # a downloaded result read in this process
+        records = read_here(records)
     progress = Progress(str(unit))
-    for raws in batched(islice(records, opts.limit), BATCH_SIZE):
+    for raws in batches(islice(records, opts.limit), BATCH_SIZE):
+        if isinstance(raws, DownloadedResult):  # a bulk result on disk: worker processes normalize it
+            high_water_mark = max(high_water_mark, load_downloaded(store, stream, raws, account, run_id, rt, result,
+                                                                   progress, settings.bulk_workers), key=_cursor_key)
+            continue
         crash_point("after_fetch")
         result.fetched += len(raws)
         high_water_mark = max([high_water_mark, *map(stream.connector.record_cursor, raws)], key=_cursor_key)
@@ -190,6 +198,30 @@ def extract_load(store, unit: UnitId, account, settings: Settings, opts: RunOpti
     result.files = store.commit({k: v for k, v in meta.items() if v is not None})
     result.high_water_mark = _cursor_json(high_water_mark)
     result.samples = store.samples
+
+
+def load_downloaded(store, stream, downloaded: DownloadedResult, account, run_id: str, rt: Runtime,
+                    result: ProviderResult, progress: Progress, workers: int):
+    """normalize (in worker processes) -> dedup -> write for a downloaded bulk result, batch by
+    batch as for records; returns the greatest cursor seen."""
+    job = bulk_split.Job(stream.normalize, stream.identity, stream.connector.record_cursor, stream.tables,
+                         account.account, run_id, rt.now())
+    high_water_mark = None
+    with closing(bulk_split.normalized_batches(downloaded, job, min(workers, bulk_split.WORKERS))) as normalized:
+        for batch in normalized:
+            crash_point("after_fetch")
+            result.fetched += batch.fetched
+            high_water_mark = max(high_water_mark, batch.cursor, key=_cursor_key)
+            for entry in batch.rejects:
+                store.quarantine.add(**entry)
+            new = keep_new_rows(batch, store.state)
+            for table, rows in new.items():
+                store.write_table(table, rows)
+            result.written += new[stream.tables[0]].num_rows
+            result.duplicates += len(batch.versions) - new[stream.tables[0]].num_rows
+            result.quarantined = store.quarantine.count
+            progress.update(result)
+    return high_water_mark
 
 
 def extract_deletions(store: LocalUnit, stream, account, settings: Settings, opts: RunOptions, run_id: str,

@@ -13,7 +13,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from itertools import islice
 
+import pyarrow as pa
+
 from connectors.local import marked_local
+from connectors.shopify_bulk import DownloadedResult
 from normalize import Rejected
 from normalize.dedup import raw_hash
 from storage.quarantine import Quarantine
@@ -66,6 +69,34 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
+def batches(records: Iterable, size: int) -> Iterator:
+    """Lists of up to `size` records, and a downloaded bulk result on its own the moment it comes
+    (the connector keeps its file only until it is asked for the next record)."""
+    batch = []
+    for record in records:
+        if isinstance(record, DownloadedResult):
+            if batch:
+                yield batch
+                batch = []
+            yield record
+            continue
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def read_here(records: Iterable) -> Iterator:
+    """The records, with a downloaded bulk result's read in this process rather than handed on whole."""
+    for record in records:
+        if isinstance(record, DownloadedResult):
+            yield from record
+        else:
+            yield record
+
+
 def normalize_batch(raws: list, normalize, identity: tuple[str, int], *, account: str, fetched_at: datetime,
                     run_id: str, quarantine: Quarantine) -> list:
     """The normalized records (products, order versions) for the raw records that pass; the others
@@ -97,6 +128,20 @@ def keep_new(products: list, state: ProviderState) -> list:
     flags = state.keep_changed([(p.source_id, p.raw_hash) for p in products])
     state.remember_versions((p.source_id, p.source_updated_at) for p in products)
     return [p for p, new in zip(products, flags) if new]
+
+
+def keep_new_rows(batch, state: ProviderState) -> dict:
+    """What `keep_new` keeps, for a batch normalized in another process (pipelines/bulk_split.py):
+    each table's Arrow rows that belong to a new record. The same state calls, in the same order."""
+    flags = state.keep_changed([(source_id, digest) for source_id, digest, _ in batch.versions])
+    state.remember_versions((source_id, updated) for source_id, _, updated in batch.versions)
+    new = pa.array(flags, pa.bool_())
+    return {table: rows.filter(new.take(owners)) for table, (rows, owners) in batch.tables.items()}
+
+
+def record_rows(record, tables: tuple[str, ...]) -> dict[str, list]:
+    """A normalized record's rows by table: its own `rows()` (an order and its lines), else itself in the first."""
+    return record.rows() if hasattr(record, "rows") else {tables[0]: [record]}
 
 
 class Progress:

@@ -17,6 +17,7 @@ from normalize import ebay_orders as ebay_orders_normalizer
 from normalize import shopify_deletions
 from normalize import shopify as shopify_normalizer
 from normalize import shopify_orders as shopify_orders_normalizer
+from pipelines.stages import record_rows
 
 AMAZON_HAS_NO_ORDERS = ("Amazon's Creators API has no orders (sellers' orders live in the Selling Partner API, "
                         "which this project does not use)")
@@ -45,7 +46,7 @@ class Stream:
 
     def rows(self, record) -> dict[str, list]:
         """The record's rows by table."""
-        return record.rows() if hasattr(record, "rows") else {self.tables[0]: [record]}
+        return record_rows(record, self.tables)
 
 
 def _products(connector, normalizer, deletions: Deletions | None = None) -> Stream:

@@ -218,13 +218,18 @@ class DeltaWriter:
         self.rows, self.committed = 0, False
 
     def add(self, rows: list) -> None:
-        if not rows:
+        if rows:
+            self.add_table(to_table(rows, self.schema))
+
+    def add_table(self, table: pa.Table) -> None:
+        """Rows already in Arrow, in this writer's schema (a batch normalized in another process)."""
+        if not table.num_rows:
             return
         if self.writer is None:
             self.spool.parent.mkdir(parents=True, exist_ok=True)
             self.writer = pq.ParquetWriter(self.spool, self.schema, compression=COMPRESSION)
-        self.writer.write_table(to_table(rows, self.schema), row_group_size=ROW_GROUP_ROWS)
-        self.rows += len(rows)
+        self.writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        self.rows += table.num_rows
 
     def close(self) -> list[str]:
         """Append the spooled rows in one commit; returns the data files added (none when no row)."""

@@ -5,7 +5,8 @@ A destination is opened from its settings by `open_destination`, and offers:
   open_unit(unit, run_id=, day=, dry_run=) -> a unit, as a context manager, raising Locked
   history             the run log: read(), append(record), where
   secrets()           credentials it resolved at run time, for redaction
-A unit offers: state (get, keep_changed, remember_versions), write(products), commit(meta) ->
+A unit offers: state (get, keep_changed, remember_versions), write(products), write_table(table, arrow
+rows), commit(meta) ->
 files, quarantine, meta (get/set/delete for the connector's thread), known (`version in known`),
 counters (daily_budget for a shared call budget) and samples.
 
@@ -24,6 +25,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
 
 from normalize.models import Product
 from storage.budget import LocalCounters
@@ -54,6 +56,12 @@ class DryRunSink:
         self.rows += len(products)
         room = DRY_RUN_SAMPLES - len(self.samples)
         self.samples.extend(products[:room])
+
+    def add_table(self, table) -> None:
+        """Rows already in Arrow: counted, and the first few kept as samples (their fields as attributes)."""
+        room = DRY_RUN_SAMPLES - len(self.samples)
+        self.samples.extend(SimpleNamespace(**row) for row in table.slice(0, max(room, 0)).to_pylist())
+        self.rows += table.num_rows
 
     def close(self) -> list:
         return []
@@ -205,6 +213,10 @@ class LocalUnit:
             rows = [row for record in records for row in record.get(table, ())]
             if rows:
                 writer.add(rows)
+
+    def write_table(self, table: str, rows) -> None:
+        """Add rows already in Arrow (a pyarrow.Table in the table's schema) to one of the unit's tables."""
+        self.writers[table].add_table(rows)
 
     def commit(self, meta: dict) -> list[str]:
         """Publish the files, then record them, the run's hashes and `meta` in one transaction;

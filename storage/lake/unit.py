@@ -184,6 +184,10 @@ class LakeUnit:
             if rows:
                 writer.add(rows)
 
+    def write_table(self, table: str, rows) -> None:
+        """Add rows already in Arrow (a pyarrow.Table in the table's schema) to one of the unit's tables."""
+        self.writers[table].add_table(rows)
+
     def commit(self, meta: dict) -> list[str]:
         """Data first (after renewing the lease, marked committing), then the state (If-Match);
         returns the data files written, relative to the destination. A dry run commits nothing."""
