@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -55,9 +56,12 @@ def connect(tables: dict, memory_limit: str | None = None) -> tuple["duckdb.Duck
     """An in-memory DuckDB with each table registered and each view that its tables allow
     created; returns it and the views' names. `memory_limit` (PIPELINE_QUERY_MEMORY, e.g. `2GB`;
     default a quarter of RAM) bounds DuckDB's operators, which spill beyond it to a folder of
-    their own in the system's temporary directory (removed at exit), never the working directory."""
+    their own in the system's temporary directory (made only if they spill, removed after),
+    never the working directory."""
     limit = memory_limit or default_memory_limit()
-    spill = tempfile.mkdtemp(prefix="pipeline-query-")
+    # Named, not made: DuckDB creates the folder only if it spills, and removes what it created
+    # when the connection goes (the atexit is for a connection still open at exit).
+    spill = os.path.join(tempfile.gettempdir(), f"pipeline-query-{os.getpid()}-{uuid.uuid4().hex[:12]}")
     atexit.register(shutil.rmtree, spill, ignore_errors=True)
     try:
         con = duckdb.connect(":memory:", config={**DUCKDB_CONFIG, "temp_directory": spill,
