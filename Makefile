@@ -105,5 +105,5 @@ clean-demo:
 clean-demo-lake:
 	rm -rf .demo-lake
 
-bench-history: $(STAMP)  ## product history at a million products x 10 versions: views against a maintained table (about 10 minutes, 11 GB of memory; PRODUCTS=N to change)
+bench-history: $(STAMP)  ## product history at a million products x 10 versions: views against a maintained table (about 10 minutes; the history table's rebuild uses the most memory, bounded by PIPELINE_QUERY_MEMORY; PRODUCTS=N to change)
 	$(PY) bench/history.py --products $${PRODUCTS:-1000000} --versions $${VERSIONS:-10}

@@ -110,11 +110,12 @@ def main() -> None:
         print(f"built {rows:,} rows ({args.products:,} products x {args.versions} versions), "
               f"{size / 1e6:,.0f} MB of Parquet, in {time.perf_counter() - start:.0f} s", flush=True)
         one = f"gid://shopify/Product/{args.products // 2}"
-        con, _ = connect(local_tables(data, work / "logs"))
+        con, _ = connect(local_tables(data, work / "logs"), os.environ.get("PIPELINE_QUERY_MEMORY"))
         results = {}
         results["views: current catalog"] = timed(con, "SELECT * FROM products_current")
         results["views: one product's history"] = timed(
             con, f"SELECT * FROM products_history WHERE source_id = '{one}' ORDER BY valid_from")
+        views_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the build's is far less
         start = time.perf_counter()
         table = work / "products_history.parquet"
         con.execute(f"COPY (SELECT * FROM products_history ORDER BY source, account, source_id, valid_from) "
@@ -126,8 +127,9 @@ def main() -> None:
         for name, (seconds, count) in results.items():
             print(f"  {name:42s} {seconds:8.2f} s" + (f"  ({count:,} rows)" if count is not None else ""))
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        threads = con.execute("SELECT current_setting('threads')").fetchall()[0][0]
-        print(f"peak RSS {peak:,.0f} MB; {os.cpu_count()} CPUs; DuckDB threads {threads}")
+        threads, memory = con.execute("SELECT current_setting('threads'), current_setting('memory_limit')").fetchall()[0]
+        print(f"peak RSS {views_peak:,.0f} MB through the views' questions, {peak:,.0f} MB in all; {os.cpu_count()} CPUs; "
+              f"DuckDB threads {threads}, memory_limit {memory} (PIPELINE_QUERY_MEMORY); load {os.getloadavg()[0]:.1f}")
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -74,6 +74,7 @@ class Settings:
     orders_customer_key: SecretStr | None = None  # PIPELINE_ORDERS_CUSTOMER=hash: the HMAC key
     orders_key_problem: str | None = None  # its reference did not resolve: orders units fail with this
     destination: DestinationSettings | None = None  # None: the local data_dir, Parquet (tests build Settings so)
+    query_memory: str | None = None  # PIPELINE_QUERY_MEMORY: DuckDB's memory_limit for `query` (None: a quarter of RAM)
 
     def provider(self, name: str):
         """The settings of the provider's first ready account, or None."""
@@ -251,6 +252,7 @@ def load_settings(
         accounts_file=path,
         orders_lookback=timedelta(minutes=_number(env, "PIPELINE_ORDERS_LOOKBACK_MINUTES", 60)),
         **_orders_customer(env, resolver),
+        query_memory=(_get(env, "PIPELINE_QUERY_MEMORY") or "").strip() or None,
         destination=destinations.destination_settings(env, s3, data_dir=resolved_data_dir, logs_dir=resolved_logs_dir,
                                                       file_mode=file_mode, rows_per_file=rows_per_file,
                                                       table_format=table_format),

@@ -30,6 +30,46 @@ COLUMNS = ", ".join(name for name in Product.model_fields if name not in {"sourc
 NO_DELETIONS = ("SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS account, NULL::VARCHAR AS source_id, "
                 "NULL::TIMESTAMPTZ AS deleted_at WHERE false")
 
+# The versions and deletions, narrow: the key, the time, the content hash and the fetch order,
+# never the wide columns (description, variants), which a sort would drag along. One sort, by
+# product, then time, then fetch order: of the rows of one instant the last stands (a deletion,
+# else the version fetched last), and the row before an instant's first is the previous
+# instant's standing row, whose content hash says whether this instant starts a new version.
+# Instants of one row (nearly all) are decided there; the rare instants of several rows are
+# grouped. `version_id` names the row a version came from (with the key and valid_from) so that
+# the wide columns are joined back only for the rows a view returns.
+EVENTS = f"""
+events AS (
+  SELECT {KEY}, coalesce(source_updated_at, fetched_at) AS valid_from, false AS deletion,
+         hash({", ".join(CONTENT)}) AS content_hash, hash(fetched_at, run_id, raw_hash) AS version_id,
+         fetched_at, run_id, raw_hash
+  FROM products
+  UNION ALL BY NAME
+  SELECT {KEY}, min(deleted_at) AS valid_from, true AS deletion
+  FROM {{deletions}} GROUP BY {KEY}
+), ordered AS (
+  SELECT {KEY}, valid_from, deletion, content_hash, version_id,
+         lag(valid_from) OVER w AS before_from, lead(valid_from) OVER w AS after_from,
+         lag(content_hash) OVER w AS before_hash, row_number() OVER w AS n
+  FROM events
+  WINDOW w AS (PARTITION BY {KEY} ORDER BY valid_from, deletion, fetched_at, run_id, raw_hash)
+), one_per_instant AS (
+  SELECT {KEY}, valid_from, deletion, content_hash, version_id, before_hash FROM ordered
+  WHERE before_from IS DISTINCT FROM valid_from AND after_from IS DISTINCT FROM valid_from
+  UNION ALL
+  SELECT {KEY}, valid_from, last.deletion, last.content_hash, last.version_id, first.before_hash FROM (
+    SELECT {KEY}, valid_from,
+           arg_max({{'deletion': deletion, 'content_hash': content_hash, 'version_id': version_id}}, n) AS last,
+           arg_min({{'before_hash': before_hash}}, n) AS first
+    FROM ordered WHERE before_from = valid_from OR after_from = valid_from GROUP BY {KEY}, valid_from)
+), starts AS (
+  SELECT {KEY}, valid_from, deletion, version_id FROM one_per_instant WHERE content_hash IS DISTINCT FROM before_hash
+)"""
+WIDE = ", ".join(f"p.{name}" for name in COLUMNS.split(", "))
+JOIN_WIDE = """JOIN products AS p
+  ON p.source = c.source AND p.account = c.account AND p.source_id = c.source_id
+ AND coalesce(p.source_updated_at, p.fetched_at) = c.valid_from AND hash(p.fetched_at, p.run_id, p.raw_hash) = c.version_id"""
+
 PRODUCTS_HISTORY = f"""
 WITH events AS (
   SELECT {KEY}, coalesce(source_updated_at, fetched_at) AS valid_from, false AS deletion,
@@ -54,7 +94,18 @@ SELECT {KEY}, valid_from, valid_to, valid_to IS NULL AS is_current, is_deleted, 
 FROM chain WHERE NOT deletion
 """
 
-PRODUCTS_CURRENT = "SELECT * EXCLUDE (valid_to, is_current, is_deleted) FROM products_history WHERE is_current"
+# The current row without the history: each product's latest start of a content run, unless
+# that is its deletion.
+PRODUCTS_CURRENT = f"""
+WITH {EVENTS}, latest AS (
+  SELECT {KEY}, max(valid_from) AS valid_from, arg_max(version_id, valid_from) AS version_id,
+         arg_max(deletion, valid_from) AS deletion
+  FROM starts GROUP BY {KEY}
+)
+SELECT c.source, c.account, c.source_id, c.valid_from, {WIDE}
+FROM latest AS c {JOIN_WIDE}
+WHERE NOT c.deletion
+"""
 
 PRICE_CHANGES = f"""
 SELECT source, account, source_id, title, currency, old_price, price AS new_price, valid_from AS changed_at

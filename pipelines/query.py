@@ -9,10 +9,14 @@ the command line imports only for this command.
 
 from __future__ import annotations
 
+import atexit
 import csv
 import io
 import json
 import os
+import shutil
+import tempfile
+import uuid
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -30,14 +34,40 @@ DUCKDB_CONFIG = {
 }
 
 
+MEMORY_FRACTION = 4  # DuckDB's memory_limit by default: a quarter of the machine's RAM
+
+
+def default_memory_limit() -> str:
+    """A quarter of physical memory: DuckDB's own default (80%) let a query over a big history take
+    most of a small machine before spilling; beyond the limit its sorts, joins and aggregates
+    spill to a temporary folder. The Arrow scans and the result itself come on top."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf: DuckDB's own default
+        return ""
+    return f"{max(total // MEMORY_FRACTION // 2**20, 256)}MB"
+
+
 class QueryError(Exception):
     """The SQL failed (DuckDB's words), or the output cannot be written."""
 
 
-def connect(tables: dict) -> tuple["duckdb.DuckDBPyConnection", list[str]]:
+def connect(tables: dict, memory_limit: str | None = None) -> tuple["duckdb.DuckDBPyConnection", list[str]]:
     """An in-memory DuckDB with each table registered and each view that its tables allow
-    created; returns it and the views' names."""
-    con = duckdb.connect(":memory:", config=DUCKDB_CONFIG)
+    created; returns it and the views' names. `memory_limit` (PIPELINE_QUERY_MEMORY, e.g. `2GB`;
+    default a quarter of RAM) bounds DuckDB's operators, which spill beyond it to a folder of
+    their own in the system's temporary directory (made only if they spill, removed after),
+    never the working directory."""
+    limit = memory_limit or default_memory_limit()
+    # Named, not made: DuckDB creates the folder only if it spills, and removes what it created
+    # when the connection goes (the atexit is for a connection still open at exit).
+    spill = os.path.join(tempfile.gettempdir(), f"pipeline-query-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+    atexit.register(shutil.rmtree, spill, ignore_errors=True)
+    try:
+        con = duckdb.connect(":memory:", config={**DUCKDB_CONFIG, "temp_directory": spill,
+                                                 **({"memory_limit": limit} if limit else {})})
+    except duckdb.Error as exc:  # a memory limit DuckDB cannot parse
+        raise QueryError(f"PIPELINE_QUERY_MEMORY: {exc}") from None
     con.execute("SET TimeZone = 'UTC'")  # times print in UTC whatever the machine's zone
     for name, data in tables.items():
         con.register(name, data)
@@ -143,7 +173,10 @@ def command(sql: str | None, fmt: str, output: Path | None, list_views: bool, se
     if fmt == "parquet" and output is None:
         raise click.UsageError("--format parquet writes a file: add --output FILE")
     destination = open_destination(settings.destination or DestinationSettings(settings.data_dir, settings.logs_dir))
-    con, views = connect(destination_tables(destination))
+    try:
+        con, views = connect(destination_tables(destination), getattr(settings, "query_memory", None))
+    except QueryError as exc:
+        raise click.ClickException(str(exc)) from None
     if list_views:
         click.echo("\n".join(describe(con, views)) if views else f"No data yet in {destination.url}.")
         return

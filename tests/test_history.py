@@ -208,3 +208,22 @@ def test_shopify_destroy_events_close_the_chains_of_deleted_products(run, dirs, 
 
 def run_sql(con, sql: str) -> list[dict]:
     return run(con, sql).to_pylist()
+
+
+def test_products_current_is_the_current_rows_of_the_history(tmp_path):
+    """products_current is computed apart from products_history (a narrow pass, then the winners'
+    columns): on versions out of order, ties, a revert, a re-read, a deletion and a product seen
+    again after its deletion, it gives exactly the history's current rows."""
+    write(tmp_path / "data",
+          [version("p1", "10", updated=h(0), fetched=h(0)), version("p2", "5", updated=h(0), fetched=h(0)),
+           version("p3", "7", updated=None, fetched=h(0), source="ebay")],
+          [version("p1", "12", updated=h(2), fetched=h(2)), version("p1", "13", updated=h(2), fetched=h(2.5)),
+           version("p2", "6", updated=h(1), fetched=h(1)), deletion("p2", h(3)), deletion("p4", h(0))],
+          [version("p1", "11", updated=h(1), fetched=h(3)), version("p1", "13", updated=h(4), fetched=h(4), raw="re-read"),
+           version("p2", "6", updated=h(5), fetched=h(5)), version("p3", "7", updated=None, fetched=h(6), source="ebay",
+                                                                    raw="bump")])
+    columns = "* EXCLUDE (valid_to, is_current, is_deleted)"
+    expected = query(tmp_path, f"SELECT {columns} FROM products_history WHERE is_current ORDER BY source_id")
+    assert query(tmp_path, "SELECT * FROM products_current ORDER BY source_id") == expected
+    assert [(r["source_id"], r["price"], r["valid_from"]) for r in expected] == [
+        ("p1", Decimal("13"), h(2)), ("p2", Decimal("6"), h(5)), ("p3", Decimal("7"), h(0))]

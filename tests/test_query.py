@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from pipelines.query import default_memory_limit
 from pipelines.run_pipeline import cli
 from storage import history_db
 from tests.test_history import deletion, h, version, write
@@ -131,3 +133,27 @@ def test_no_query_ever_tries_to_download_a_duckdb_extension(dataset, tmp_path):
     assert missing.returncode == 1
     assert "requires the extension httpfs" in missing.stderr and "download" not in missing.stderr.lower()
     assert list(home.iterdir()) == []  # no ~/.duckdb/extensions: nothing was installed or fetched
+
+
+def test_query_memory_bounds_duckdb_and_spills_to_a_folder_of_its_own(dataset, monkeypatch):
+    sql = ("SELECT current_setting('memory_limit') AS memory, current_setting('temp_directory') AS spill")
+    monkeypatch.setenv("PIPELINE_QUERY_MEMORY", "1GB")
+    result = query(dataset, sql, "--format", "json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output)
+    assert row["memory"] == "953.6 MiB"  # DuckDB's words for 1 GB (10^9 bytes)
+    assert Path(row["spill"]).parent == Path(tempfile.gettempdir()) and Path(row["spill"]).name.startswith(
+        "pipeline-query-")
+    monkeypatch.delenv("PIPELINE_QUERY_MEMORY")
+    default = json.loads(query(dataset, sql, "--format", "json").output)["memory"]
+    assert default != row["memory"] and default == duckdb_words(default_memory_limit())
+    monkeypatch.setenv("PIPELINE_QUERY_MEMORY", "lots")
+    bad = query(dataset, sql)
+    assert bad.exit_code == 1 and "PIPELINE_QUERY_MEMORY" in bad.output and "Traceback" not in bad.output
+
+
+def duckdb_words(limit: str) -> str:
+    import duckdb
+
+    con = duckdb.connect(":memory:", config={"memory_limit": limit})
+    return con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
