@@ -161,7 +161,31 @@ class LocalDestination:
             old_lock.release()
 
 
-class LocalUnit:
+class UnitWriting:
+    """What every destination's unit does alike: it is a context manager that rolls back on an
+    error and closes, and it hands rows to its tables' writers (`self.writers`, table -> writer)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None:
+            self.roll_back()
+        self.close()
+
+    def write(self, records: list[dict[str, list]]) -> None:
+        """Add the rows of new records (each a dict of table -> rows) to the unit's tables."""
+        for table, writer in self.writers.items():
+            rows = [row for record in records for row in record.get(table, ())]
+            if rows:
+                writer.add(rows)
+
+    def write_table(self, table: str, rows) -> None:
+        """Add rows already in Arrow (a pyarrow.Table in the table's schema) to one of the unit's tables."""
+        self.writers[table].add_table(rows)
+
+
+class LocalUnit(UnitWriting):
     """One unit's lock, state, writer and quarantine; data is committed before state, atomically."""
 
     def __init__(self, destination: LocalDestination, unit: UnitId, run_id: str, day: date, dry_run: bool,
@@ -198,25 +222,6 @@ class LocalUnit:
             return DeltaWriter(destination.tables, unit, run_id, day, self.spool_dir, table=table)
         return PartitionWriter(destination.data_dir, unit, run_id, day, destination.file_mode,
                                destination.rows_per_file, table=table)
-
-    def __enter__(self) -> "LocalUnit":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc is not None:
-            self.roll_back()
-        self.close()
-
-    def write(self, records: list[dict[str, list]]) -> None:
-        """Add the rows of new records (each a dict of table -> rows) to the unit's tables."""
-        for table, writer in self.writers.items():
-            rows = [row for record in records for row in record.get(table, ())]
-            if rows:
-                writer.add(rows)
-
-    def write_table(self, table: str, rows) -> None:
-        """Add rows already in Arrow (a pyarrow.Table in the table's schema) to one of the unit's tables."""
-        self.writers[table].add_table(rows)
 
     def commit(self, meta: dict) -> list[str]:
         """Publish the files, then record them, the run's hashes and `meta` in one transaction;

@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 
 from storage.delta import DeltaTables, DeltaWriter, adopt
-from storage.destination import DryRunSink, Locked
+from storage.destination import DryRunSink, Locked, UnitWriting
 from storage.lake.budget import ObjectCounters
 from storage.lake.files import ObjectPartitionWriter, SpooledQuarantine, uncommitted_files
 from storage.lake.history import ObjectHistory
@@ -109,7 +109,7 @@ class LakeDestination:
             raise
 
 
-class LakeUnit:
+class LakeUnit(UnitWriting):
     """One unit's lease, state, writer, quarantine and counters in the object store."""
 
     def __init__(self, destination: LakeDestination, unit: UnitId, run_id: str, day: date, dry_run: bool,
@@ -168,25 +168,6 @@ class LakeUnit:
         if orphans:
             self.destination.objects.delete_many(orphans)
             log.warning("%s: removed %d files of run %s, which died before its commit", self.unit, len(orphans), run_id)
-
-    def __enter__(self) -> "LakeUnit":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc is not None:
-            self.roll_back()
-        self.close()
-
-    def write(self, records: list[dict[str, list]]) -> None:
-        """Add the rows of new records (each a dict of table -> rows) to the unit's tables."""
-        for table, writer in self.writers.items():
-            rows = [row for record in records for row in record.get(table, ())]
-            if rows:
-                writer.add(rows)
-
-    def write_table(self, table: str, rows) -> None:
-        """Add rows already in Arrow (a pyarrow.Table in the table's schema) to one of the unit's tables."""
-        self.writers[table].add_table(rows)
 
     def commit(self, meta: dict) -> list[str]:
         """Data first (after renewing the lease, marked committing), then the state (If-Match);
