@@ -55,7 +55,7 @@ def bench(size: int) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             env = pipeline_env(root, sandbox, SHOPIFY_BULK_MIN_PRODUCTS="1",
-                               PIPELINE_BULK_WORKERS=os.environ.get("PIPELINE_BULK_WORKERS", "1"))
+                               PIPELINE_BULK_WORKERS=os.environ.get("PIPELINE_BULK_WORKERS", "2"))
             started = time.monotonic()
             proc = subprocess.Popen(CLI, env=env, cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             seen: dict = {"lines": []}

@@ -69,7 +69,7 @@ class Settings:
     not_configured: dict[str, str] = field(default_factory=dict)  # provider with no account -> why
     warnings: tuple[str, ...] = ()  # for the log, once per run
     accounts_file: Path | None = None
-    bulk_workers: int = 1  # PIPELINE_BULK_WORKERS: processes reading a downloaded bulk result (1: this one)
+    bulk_workers: int = 2  # PIPELINE_BULK_WORKERS: processes reading a large downloaded bulk result (1: this one)
     orders_lookback: timedelta = timedelta(minutes=60)
     orders_customer_key: SecretStr | None = None  # PIPELINE_ORDERS_CUSTOMER=hash: the HMAC key
     orders_key_problem: str | None = None  # its reference did not resolve: orders units fail with this
@@ -233,7 +233,7 @@ def load_settings(
         cache_ttl=timedelta(seconds=_number(env, "PIPELINE_CACHE_TTL_SECONDS", 3600)),
         lookback=timedelta(minutes=_number(env, "PIPELINE_LOOKBACK_MINUTES", 10)),
         quarantine_max_percent=_number(env, "PIPELINE_QUARANTINE_MAX_PERCENT", 2.0),
-        bulk_workers=_number(env, "PIPELINE_BULK_WORKERS", 1, minimum=1, kind=int),
+        bulk_workers=_number(env, "PIPELINE_BULK_WORKERS", 2, minimum=1, kind=int),
         output_file_mode=file_mode,
         connect_timeout_s=_number(env, "PIPELINE_CONNECT_TIMEOUT_SECONDS", 10, minimum=0.1),
         read_timeout_s=_number(env, "PIPELINE_READ_TIMEOUT_SECONDS", 60, minimum=0.1),

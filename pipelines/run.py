@@ -169,13 +169,14 @@ def extract_load(store, unit: UnitId, account, settings: Settings, opts: RunOpti
         hints=store.meta, known=store.known, **_stream_options(settings, unit))
     if opts.limit is None:  # a limited run must not fetch a page ahead that it will not use
         records = Prefetch(records)
-    if opts.limit is not None or settings.bulk_workers < 2:  # a downloaded result read in this process
+    workers = min(settings.bulk_workers, bulk_split.WORKERS)  # at most one a core
+    if opts.limit is not None or workers < 2:  # a downloaded result read in this process
         records = read_here(records)
     progress = Progress(str(unit))
     for raws in batches(islice(records, opts.limit), BATCH_SIZE):
         if isinstance(raws, DownloadedResult):  # a bulk result on disk: worker processes normalize it
             high_water_mark = max(high_water_mark, load_downloaded(store, stream, raws, account, run_id, rt, result,
-                                                                   progress, settings.bulk_workers), key=_cursor_key)
+                                                                   progress, workers), key=_cursor_key)
             continue
         crash_point("after_fetch")
         result.fetched += len(raws)
@@ -207,7 +208,7 @@ def load_downloaded(store, stream, downloaded: DownloadedResult, account, run_id
     job = bulk_split.Job(stream.normalize, stream.identity, stream.connector.record_cursor, stream.tables,
                          account.account, run_id, rt.now())
     high_water_mark = None
-    with closing(bulk_split.normalized_batches(downloaded, job, min(workers, bulk_split.WORKERS))) as normalized:
+    with closing(bulk_split.normalized_batches(downloaded, job, workers)) as normalized:  # closed: workers stop
         for batch in normalized:
             crash_point("after_fetch")
             result.fetched += batch.fetched

@@ -49,16 +49,26 @@ def rich():
 
 @pytest.fixture(autouse=True)
 def two_workers(monkeypatch):
-    """The split is asked for (PIPELINE_BULK_WORKERS; one process reads a result by default)."""
+    """Two workers, whatever the default and however many cores this machine has."""
     monkeypatch.setenv("PIPELINE_BULK_WORKERS", "2")
+    monkeypatch.setattr(bulk_split, "WORKERS", 2)
 
 
-def test_by_default_a_large_downloaded_result_is_read_in_this_process(rich, run, dirs, monkeypatch):
+def test_one_worker_asked_for_reads_a_large_downloaded_result_in_this_process(rich, run, dirs, monkeypatch):
     calls = spy_on_splits(monkeypatch)
     monkeypatch.setattr(shopify_bulk, "SPLIT_MIN_LINES", 1)
-    result, record = run(rich, "--full-refresh", env={"PIPELINE_BULK_WORKERS": None})
+    result, record = run(rich, "--full-refresh", env={"PIPELINE_BULK_WORKERS": "1"})
     assert result.exit_code == 0, result.output
     assert calls == [] and record["providers"]["shopify"]["written"] == 600
+
+
+def test_by_default_two_workers_read_it_and_never_more_than_the_cores(rich, run, dirs, monkeypatch):
+    calls = spy_on_splits(monkeypatch)
+    monkeypatch.setattr(shopify_bulk, "SPLIT_MIN_LINES", 1)
+    assert run(rich, "--full-refresh", env={"PIPELINE_BULK_WORKERS": None})[0].exit_code == 0
+    monkeypatch.setattr(bulk_split, "WORKERS", 1)  # a one-core machine
+    assert run(rich, "--full-refresh", env={"PIPELINE_BULK_WORKERS": "4"})[0].exit_code == 0
+    assert calls == [2]
 
 
 def spy_on_splits(monkeypatch) -> list:
@@ -89,7 +99,7 @@ def test_two_processes_write_exactly_the_rows_and_quarantine_of_one(rich, run, d
     monkeypatch.setattr(shopify_bulk, "SPLIT_MIN_LINES", 1)
     result, record = run(rich, "--full-refresh")
     assert result.exit_code == 0, result.output
-    assert calls == [min(2, bulk_split.WORKERS)]
+    assert calls == [2]
     assert len(one) == 599 and all_rows(dirs["data"]) == one  # every column, raw_hash included
     assert len(one_quarantined) == 1 and quarantined(dirs["data"]) == one_quarantined
     entry = record["providers"]["shopify"]
@@ -97,7 +107,7 @@ def test_two_processes_write_exactly_the_rows_and_quarantine_of_one(rich, run, d
     # Read again whole: dedup drops every row the split path already wrote.
     result, record = run(rich, "--full-refresh")
     entry = record["providers"]["shopify"]
-    assert calls == [min(2, bulk_split.WORKERS)] * 2 and (entry["written"], entry["duplicates"]) == (0, 599)
+    assert calls == [2] * 2 and (entry["written"], entry["duplicates"]) == (0, 599)
     # A no-change rerun still asks for one page of the lookback window and writes nothing.
     before = len(catalog_requests(rich))
     result, record = run(rich)
@@ -166,7 +176,7 @@ def test_a_small_or_shuffled_result_is_read_in_one_process(run, dirs, monkeypatc
         monkeypatch.setattr(shopify_bulk, "SPLIT_MIN_LINES", 1)
         result, record = run(shuffled, "--full-refresh")  # split, but the workers find it shuffled
         assert result.exit_code == 0, result.output
-        assert calls == [min(2, bulk_split.WORKERS)] and record["providers"]["shopify"]["fetched"] == 300
+        assert calls == [2] and record["providers"]["shopify"]["fetched"] == 300
 
 
 def test_worker_batches_go_into_a_delta_table_too(rich, run, dirs, monkeypatch):
