@@ -133,9 +133,7 @@ class ShopifySandbox(SandboxServer):
         """Change title, prices and updatedAt of `fraction` of the products; returns their ids."""
         now = now or datetime.now(timezone.utc)
         with self._lock:
-            self.generation += 1
-            rng = random.Random(self.spec.seed * 1000 + self.generation)
-            ids = sorted(rng.sample(sorted(self.products), math.ceil(fraction * len(self.products))))
+            ids = self._pick(fraction, at_least=0)
             for pid in ids:
                 self.products[pid] = mutate(self.products[pid], now, self.generation)
             self._sorted = None
@@ -145,9 +143,7 @@ class ShopifySandbox(SandboxServer):
         """Every variant of `fraction` of the products (at least one) sold out, updatedAt now; returns their ids."""
         now = now or datetime.now(timezone.utc)
         with self._lock:
-            self.generation += 1
-            rng = random.Random(self.spec.seed * 1000 + self.generation)
-            ids = sorted(rng.sample(sorted(self.products), max(1, math.ceil(fraction * len(self.products)))))
+            ids = self._pick(fraction)
             for pid in ids:
                 product = self.products[pid]
                 self.products[pid] = {**product, "updatedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "totalInventory": 0,
@@ -161,12 +157,18 @@ class ShopifySandbox(SandboxServer):
         does; returns their ids."""
         now = now or datetime.now(timezone.utc)
         with self._lock:
-            self.generation += 1
-            rng = random.Random(self.spec.seed * 1000 + self.generation)
-            ids = sorted(rng.sample(sorted(self.products), max(1, math.ceil(fraction * len(self.products)))))
+            ids = self._pick(fraction)
             for pid in ids:
                 self.destroy(pid, now)
         return ids
+
+    def _pick(self, fraction: float, at_least: int = 1) -> list[str]:
+        """A new generation's `fraction` of the products (at least `at_least`), chosen from the
+        seed: the same ids on every machine. Called under the lock."""
+        self.generation += 1
+        rng = random.Random(self.spec.seed * 1000 + self.generation)
+        count = max(at_least, math.ceil(fraction * len(self.products)))
+        return sorted(rng.sample(sorted(self.products), count))
 
     def destroy(self, pid: str, now: datetime) -> None:
         """One product destroyed at `now` (call under the lock, or before the server is shared)."""
