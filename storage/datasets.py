@@ -75,8 +75,10 @@ def _delta_dataset(tables, name: str) -> ds.Dataset | None:
     uri = tables.uri(name)
     if not DeltaTable.is_deltatable(uri, storage_options=tables.storage_options):
         return None
-    dataset = DeltaTable(uri, storage_options=tables.storage_options).to_pyarrow_dataset()
-    return dataset if dataset.count_rows() else None
+    table = DeltaTable(uri, storage_options=tables.storage_options)
+    # A table with no data file yet is absent, known from its log alone (counting rows would read
+    # every file's footer, a request each in a bucket).
+    return table.to_pyarrow_dataset() if table.file_uris() else None
 
 
 def runs_from_records(records: list[dict]) -> pa.Table | None:
