@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Pull product catalogs into one deduplicated, date-partitioned Parquet dataset.
+"""Pull product catalogs and orders into one deduplicated dataset (Parquet or Delta tables).
 
 The command line only: options, subcommands and exit codes. The run itself (open each provider's
 unit, fetch -> normalize -> dedup -> write, commit, report) is `pipelines/run.py`.
@@ -82,7 +82,7 @@ missing or read-only logs folder): the line went to stderr;
 @click.pass_context
 def cli(ctx, providers, accounts, streams, limit, dry_run, no_cache, full_refresh, since, fail_on_anomaly,
         verbose, quiet, **shared):
-    """Pull product catalogs from Shopify, Amazon and eBay into date-partitioned Parquet.
+    """Pull product catalogs and orders from Shopify, Amazon and eBay into Parquet or Delta tables.
 
     With no command, runs the pipeline.
     """
