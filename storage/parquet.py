@@ -11,11 +11,13 @@ from __future__ import annotations
 import importlib.abc
 import os
 import sys
-from datetime import date
+from datetime import date, datetime
+from itertools import accumulate, chain
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel
 
 from normalize.models import DELETIONS_SCHEMA, SCHEMA, Product, arrow_rows
 from normalize.order_models import ORDER_LINES_SCHEMA, ORDERS_SCHEMA
@@ -117,8 +119,54 @@ SCHEMAS = {"products": SCHEMA, "product_deletions": DELETIONS_SCHEMA, "orders": 
 def to_table(rows: list, schema: pa.Schema = SCHEMA) -> pa.Table:
     """Products (read straight from the validated instances) or order rows, as an Arrow table."""
     if schema is SCHEMA:
-        return pa.Table.from_pylist(arrow_rows(rows), schema=schema)
+        columns = _columns(rows)
+        if columns is None:  # fields not in the model's order (never from validation): by name
+            return pa.Table.from_pylist(arrow_rows(rows), schema=schema)
+        return pa.Table.from_arrays(columns, schema=schema)
     return pa.Table.from_pylist([r.model_dump() for r in rows], schema=schema)
+
+
+def _columns(products: list) -> list[pa.Array] | None:
+    """The products' fields as one Arrow array each, in SCHEMA's order: what `Table.from_pylist`
+    makes of `arrow_rows`, without a dict a row nor a lookup a field.
+
+    A validated instance's `__dict__` holds every field in the model's order, which is SCHEMA's
+    (`arrow_schema` derives it from the model), so the values are taken in that order and turned
+    into columns in one pass (`zip`), each column then converted at once. None when the first
+    instance's fields are not SCHEMA's, or another has more or fewer: the caller goes by name."""
+    if not products or list(vars(products[0])) != SCHEMA.names:
+        return None
+    try:
+        values = list(zip(*map(dict.values, map(vars, products)), strict=True))
+    except ValueError:  # an instance with more or fewer fields than the first
+        return None
+    return [_array(column, field.type) for column, field in zip(values, SCHEMA)]
+
+
+def _array(values: tuple, type_: pa.DataType) -> pa.Array:
+    """A column's values as Arrow. A list column is its items flattened and converted at once
+    (models, the variants, as their fields' dicts, as `arrow_rows` gives them), with offsets."""
+    if pa.types.is_list(type_):
+        if values.count(None) == len(values):
+            return pa.nulls(len(values), type_)
+        items = list(chain.from_iterable(filter(None, values)))
+        if items and isinstance(items[0], BaseModel):
+            items = list(map(vars, items))
+        offsets = pa.array(list(accumulate([len(v) if v else 0 for v in values], initial=0)), pa.int32())
+        mask = pa.array([v is None for v in values], pa.bool_()) if None in values else None
+        return pa.ListArray.from_arrays(offsets, pa.array(items, type_.value_type), type=type_, mask=mask)
+    if pa.types.is_timestamp(type_) and _one_instant(values):  # fetched_at: one time a run
+        return pa.repeat(pa.scalar(values[0], type_), len(values))
+    return pa.array(values, type_)
+
+
+def _one_instant(values: tuple) -> bool:
+    """Whether every value equals the first, a datetime without a zone or with a fixed offset: then
+    they are one instant (datetime equality across zones compares instants, and with a fixed
+    offset the fold plays no part), and the first converted once stands for all."""
+    first = values[0] if len(values) > 1 else None
+    return (isinstance(first, datetime) and (first.tzinfo is None or first.tzinfo.utcoffset(None) is not None)
+            and values.count(first) == len(values))
 
 
 class PartitionWriter:
