@@ -191,15 +191,18 @@ class PartitionWriter:
 
     def add(self, products: list[Product]) -> None:
         if products:
-            self.add_table(to_table(products, self.schema))
+            table = to_table(products, self.schema)
+            # A table just built, not a slice: its buffers' sizes are its bytes, at a tenth of what
+            # `nbytes` costs (0.24 us a product: it walks the offsets of every nested column).
+            self.add_table(table, table.get_total_buffer_size())
 
-    def add_table(self, table: pa.Table) -> None:
+    def add_table(self, table: pa.Table, nbytes: int | None = None) -> None:
         """Rows already in Arrow, in this writer's schema (a batch normalized in another process)."""
         if not table.num_rows:
             return
         self.pending.append(table)
         self.pending_rows += table.num_rows
-        self.pending_bytes += table.nbytes
+        self.pending_bytes += table.nbytes if nbytes is None else nbytes
         while self.pending_rows >= self.row_group_rows:
             self._write_row_group(self.row_group_rows)
         if self.pending_rows and self.pending_bytes >= ROW_GROUP_BYTES:
