@@ -35,6 +35,20 @@ ROW_GROUP_ROWS = 25_000
 ROW_GROUP_BYTES = 16 * 1024 * 1024
 ROWS_PER_FILE = 250_000
 COMPRESSION = "zstd"
+# A column chunk keeps its dictionary while the dictionary stays under 32 KB, then goes on plain (the
+# writer's own fallback; the default limit, 1 MB, held every unique id, hash, URL, price and time of
+# a 7,500-row group in a dictionary no value repeats in). Low-cardinality columns (brand, category,
+# availability, tags, variant titles) stay dictionary-encoded. 20k rich products: 3.90 -> 3.59 MB,
+# Parquet encoding 5.0 -> 4.6 us a product.
+DICTIONARY_PAGE_BYTES = 32 * 1024
+
+
+def writer_options(schema: pa.Schema) -> dict:
+    """The ParquetWriter's options for a table of `schema`. Min/max statistics for the top-level
+    columns only: no reader prunes by the min/max of a list's items (the variants, tags), which
+    cost 0.2-0.3 us a product to gather."""
+    return {"compression": COMPRESSION, "dictionary_pagesize_limit": DICTIONARY_PAGE_BYTES,
+            "write_statistics": [f.name for f in schema if not pa.types.is_nested(f.type)]}
 
 
 class _PandasHidden(importlib.abc.MetaPathFinder):
@@ -80,7 +94,7 @@ class StagedFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.staging = path, path.with_name(f".{path.name}.tmp")
         self.handle = open(self.staging, "wb")
-        self.writer = pq.ParquetWriter(self.handle, schema, compression=COMPRESSION)
+        self.writer = pq.ParquetWriter(self.handle, schema, **writer_options(schema))
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
