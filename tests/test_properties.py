@@ -330,33 +330,3 @@ def test_arrow_rows_are_the_model_dump(name):
         assert arrow_rows([product]) == [product.model_dump()]
 
     check()
-
-
-@pytest.mark.parametrize("name", NORMALIZERS)
-def test_the_column_built_table_is_the_one_from_pylist_made(name):
-    """The writer builds each Arrow column at once from the instances (storage/parquet.py,
-    to_table): for any batch of accepted records, exactly the table `from_pylist` made of the rows."""
-    from normalize.models import arrow_rows
-    from storage.parquet import to_table
-    module, base = NORMALIZERS[name]
-
-    @CHECK
-    @given(st.lists(near_valid(base), min_size=1, max_size=6))
-    def check(raws):
-        products = []
-        for raw in raws:
-            try:
-                products.append(normalize(module, raw))
-            except Rejected:
-                pass
-        if not products:
-            return
-        try:
-            expected = pa.Table.from_pylist(arrow_rows(products), schema=SCHEMA)
-        except UnicodeEncodeError:  # a lone surrogate accepted (eBay's item_country): no table either way
-            with pytest.raises(UnicodeEncodeError):
-                to_table(products)
-            return
-        assert to_table(products).equals(expected, check_metadata=True)
-
-    check()
