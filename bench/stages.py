@@ -1,19 +1,21 @@
-"""Time the pipeline's stages one at a time, so the hot spots show.
+"""Time the pipeline's stages, so the hot spots show.
 
-This process runs each stage to completion over the whole catalog before the next starts, and
-prints its wall time, this process's CPU time, the sandbox's CPU time and our CPU a record:
+The records flow as in a pipeline run, a batch of 500 at a time through fetch, normalize, dedup
+and write (one thread, the collector tuned as in a run: lean_gc), and each stage's wall time,
+this process's CPU time and the sandbox's CPU time are added up over its batches:
 
   fetch+parse   paging: the Shopify connector against a sandbox in its own process (throttling
                 off, the 1,000-point cap on): paging, variant follow-ups, JSON decoding
                 bulk: a bulk operation's JSONL result (downloaded from the sandbox first, not
                 timed) read and assembled into products with their variants
-  normalize     raw record -> validated Product (of which: raw_hash alone)
+  normalize     raw record -> validated Product (of which: raw_hash alone, timed apart)
   dedup         the on-disk raw_hash index (lookups, then the commit)
   write         Products -> Arrow -> Parquet row groups and files
 
-Holding every record between stages is what the pipeline never does; it is done here only so each
-stage can be timed alone (use a size that fits in memory: 10k-100k). The collector is tuned as
-in a pipeline run (lean_gc). The catalog is the rich one (bench/sandbox_server.py).
+Until 2026-12-01 this script held every record between stages and ran each stage over the whole
+catalog; that cost each stage about 1.5x what a run pays (fresh memory for every record: decoding
+a page whose records are kept costs 11 us a product against 6 when they are freed, as in a run).
+The figures before that date were measured so.
 
 On a shared machine a process's CPU time grows with the load on the other cores (caches, turbo):
 --repeat N runs each path N times and reports each stage's least CPU (and its wall time then).
@@ -25,12 +27,12 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
 import os
 import sys
 import tempfile
 import time
 from datetime import date, datetime, timezone
+from itertools import islice
 from pathlib import Path
 
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # as the entrypoint sets it
@@ -42,7 +44,7 @@ from connectors.http import HttpSettings  # noqa: E402
 from normalize import shopify as shopify_normalizer  # noqa: E402
 from normalize.dedup import raw_hash  # noqa: E402
 from pipelines.config import load_settings  # noqa: E402
-from pipelines.stages import batched, keep_new, lean_gc, normalize_batch  # noqa: E402
+from pipelines.stages import keep_new, lean_gc, normalize_batch  # noqa: E402
 from storage.parquet import PartitionWriter  # noqa: E402
 from storage.paths import UnitId  # noqa: E402
 from storage.quarantine import Quarantine  # noqa: E402
@@ -53,16 +55,15 @@ TARGET_US = 80
 
 
 class Stage:
+    """One stage's wall, CPU and sandbox CPU, added up over the batches it runs (and profiled)."""
+
     def __init__(self, sandbox: SandboxProcess, name: str, profile_dir: Path | None):
         self.sandbox, self.name, self.profile_dir = sandbox, name, profile_dir
+        self.wall = self.cpu = self.box = 0.0
+        self.profiler = cProfile.Profile() if profile_dir else None
 
     def __enter__(self):
-        # What the stages before this one built is held only so the stages can be timed apart (a
-        # pipeline run holds a batch at a time): out of the collector's sight, as lean_gc keeps
-        # what was loaded at start, so collections do not rescan the whole catalog.
-        gc.freeze()
-        self.profiler = cProfile.Profile() if self.profile_dir else None
-        self.wall, self.cpu, self.box = time.perf_counter(), time.process_time(), self.sandbox.cpu_seconds()
+        self.started = time.perf_counter(), time.process_time(), self.sandbox.cpu_seconds()
         if self.profiler:
             self.profiler.enable()
         return self
@@ -70,83 +71,88 @@ class Stage:
     def __exit__(self, *exc):
         if self.profiler:
             self.profiler.disable()
-        self.wall = time.perf_counter() - self.wall
-        self.cpu = time.process_time() - self.cpu
-        self.box = self.sandbox.cpu_seconds() - self.box
+        wall, cpu, box = self.started
+        self.wall += time.perf_counter() - wall
+        self.cpu += time.process_time() - cpu
+        self.box += self.sandbox.cpu_seconds() - box
+
+    def dump(self) -> None:
         if self.profiler:
             self.profiler.dump_stats(self.profile_dir / f"{self.name.strip().replace(' ', '_')}.prof")
 
 
-def fetch_paging(sandbox, root: Path, stage) -> list:
+def paging_records(sandbox, root: Path):
     shop = load_settings(pipeline_env(root, sandbox)).provider("shopify")
     http = shopify.make_client(shop, HttpSettings(cache_dir=None))
-    with stage:
-        raws = list(shopify.iter_records(http, shop))
-    http.close()
-    return raws
+    try:
+        yield from shopify.iter_records(http, shop)
+    finally:
+        http.close()
 
 
-def fetch_bulk(sandbox, root: Path, stage) -> list:
-    """Download the bulk result first (not timed), then time reading and assembling it."""
+def bulk_records(sandbox, root: Path):
+    """Download the bulk result first (not timed), then read and assemble it as it is pulled."""
     shop = load_settings(pipeline_env(root, sandbox, SHOPIFY_BULK_MIN_PRODUCTS="1")).provider("shopify")
     http = shopify.make_client(shop, HttpSettings(cache_dir=None))
     api = shopify.ShopifyGraphQL(http, shop, time.monotonic)
     operation = shopify_bulk._wait(api, shopify_bulk._start(api, shopify.BULK_QUERY))
     path = http.download(operation["url"], root / "result.jsonl")
     http.close()
-    with stage:
-        raws = list(shopify_bulk.assemble_file(path, root / "assemble.sqlite"))
-    return raws
+    return shopify_bulk.assemble_file(path, root / "assemble.sqlite")
 
 
 def run(size: int, path: str, profile_dir: Path | None) -> list:
     sandbox = SandboxProcess(size)
-    rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             now = datetime.now(timezone.utc)
             run_id = now.strftime("%Y%m%dT%H%M%SZ-") + "be0c40"
-            fetch = Stage(sandbox, f"{path} fetch+parse", profile_dir)
-            raws = (fetch_paging if path == "paging" else fetch_bulk)(sandbox, root, fetch)
-            rows.append(("fetch+parse", fetch, len(raws)))
-            assert len(raws) == size, f"{len(raws)} of {size} products"
-
-            with Stage(sandbox, f"{path} raw_hash", profile_dir) as hashing:
-                for raw in raws:
-                    raw_hash(shopify_normalizer.SOURCE, shopify_normalizer.NORMALIZER_VERSION, raw)
-            with Stage(sandbox, f"{path} normalize", profile_dir) as normalize:
-                quarantine = Quarantine(root / "quarantine.jsonl", enabled=False)
-                products = [p for batch in batched(raws, BATCH)
-                            for p in normalize_batch(batch, shopify_normalizer.to_product,
-                                                     (shopify_normalizer.SOURCE, shopify_normalizer.NORMALIZER_VERSION),
-                                                     account="bench-shop.myshopify.com",
-                                                     fetched_at=now, run_id=run_id, quarantine=quarantine)]
-            rows.append(("normalize", normalize, len(raws)))
-            rows.append(("  of which raw_hash", hashing, len(raws)))
-            del raws
-
+            records = (paging_records if path == "paging" else bulk_records)(sandbox, root)
+            fetch, hashing, normalize, dedup, write = (
+                Stage(sandbox, f"{path} {name}", profile_dir) for name in ("fetch+parse", "raw_hash", "normalize",
+                                                                            "dedup", "write"))
+            quarantine = Quarantine(root / "quarantine.jsonl", enabled=False)
             state = ProviderState.open(root / "state.sqlite")
-            with Stage(sandbox, f"{path} dedup", profile_dir) as dedup:
-                new = [p for batch in batched(products, BATCH) for p in keep_new(batch, state)]
+            writer = PartitionWriter(root / "data", UnitId("shopify", "bench-shop.myshopify.com"), run_id,
+                                     date.today(), 0o640)
+            fetched = written = 0
+            while True:
+                with fetch:
+                    raws = list(islice(records, BATCH))
+                if not raws:
+                    break
+                fetched += len(raws)
+                with hashing:
+                    for raw in raws:
+                        raw_hash(shopify_normalizer.SOURCE, shopify_normalizer.NORMALIZER_VERSION, raw)
+                with normalize:
+                    products = normalize_batch(raws, shopify_normalizer.to_product,
+                                               (shopify_normalizer.SOURCE, shopify_normalizer.NORMALIZER_VERSION),
+                                               account="bench-shop.myshopify.com", fetched_at=now, run_id=run_id,
+                                               quarantine=quarantine)
+                with dedup:
+                    new = keep_new(products, state)
+                with write:
+                    writer.add(new)
+                written += len(new)
+                del raws, products, new
+            with dedup:
                 state.commit(run_id, [], {})
-            state.close()
-            rows.append(("dedup", dedup, len(products)))
-
-            unit = UnitId("shopify", "bench-shop.myshopify.com")
-            writer = PartitionWriter(root / "data", unit, run_id, date.today(), 0o640)
-            with Stage(sandbox, f"{path} write", profile_dir) as write:
-                for batch in batched(new, BATCH):
-                    writer.add(batch)
+            with write:
                 writer.close()
-            rows.append(("write", write, len(new)))
+            state.close()
+            assert fetched == size == written, f"{fetched} fetched, {written} written of {size} products"
+            for stage in (fetch, hashing, normalize, dedup, write):
+                stage.dump()
     finally:
         sandbox.stop()
-    return rows
+    return [("fetch+parse", fetch, size), ("normalize", normalize, size), ("  of which raw_hash", hashing, size),
+            ("dedup", dedup, size), ("write", write, size)]
 
 
 def report(size: int, path: str, rows: list) -> None:
-    print(f"\nStages, {path} path, {size:,} products of the rich catalog, one at a time")
+    print(f"\nStages, {path} path, {size:,} products of the rich catalog, {BATCH} at a time")
     print(f"{'stage':<20} {'wall s':>7} {'our CPU s':>9} {'sandbox CPU s':>13} {'records/s':>10} {'our CPU us/record':>17}")
     for name, stage, count in rows:
         print(f"{name:<20} {stage.wall:>7.2f} {stage.cpu:>9.2f} {stage.box:>13.2f} {count / stage.wall:>10,.0f} "

@@ -89,7 +89,7 @@ def crawl(api: "ShopifyGraphQL", resource: Resource, *, since, lookback: timedel
                 if key is not None and last_key is not None and key <= last_key:
                     continue  # already yielded before a restart
                 last_key = key or last_key
-                if (_more_children(node, resource.child) and since and key is not None and key <= since
+                if (since and key is not None and key <= since and _more_children(node, resource.child)
                         and (node["id"], key[0]) in known):
                     log.debug("shopify: %s unchanged since it was written; its %s are not fetched again",
                               node["id"], resource.child)

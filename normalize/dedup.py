@@ -49,12 +49,24 @@ def canonical(value, drop: frozenset[str] = TRANSPORT_KEYS):
 def raw_hash(source: str, normalizer_version: int, record, drop: Iterable[str] = ()) -> str:
     """Hex SHA-256 of `source`, the normalizer version and the canonical record."""
     dropped = TRANSPORT_KEYS | frozenset(drop) if drop else TRANSPORT_KEYS
-    head = f"{source}/{normalizer_version}\n".encode("utf-8", "surrogatepass")
+    digest = plain_raw_hash(source, normalizer_version, record, dropped)
+    if digest is None:
+        head = f"{source}/{normalizer_version}\n".encode("utf-8", "surrogatepass")
+        digest = hashlib.sha256(head + canonical_json(record, dropped).encode("utf-8", "surrogatepass")).hexdigest()
+    return digest
+
+
+def plain_raw_hash(source: str, normalizer_version: int, record, drop: frozenset[str] = TRANSPORT_KEYS) -> str | None:
+    """raw_hash of a plain record (one orjson writes as json.dumps does), else None.
+
+    A plain record holds no lone surrogate, no integer beyond 64 bits, no NaN and no infinity
+    anywhere: a normalizer's fast path relies on that (normalize/checked.py).
+    """
     try:
-        body = orjson.dumps(_plain_canonical(record, dropped), option=orjson.OPT_SORT_KEYS)
+        body = orjson.dumps(_plain_canonical(record, drop), option=orjson.OPT_SORT_KEYS)
     except (_NotPlain, orjson.JSONEncodeError):  # orjson refuses ints over 64 bits, surrogates, odd keys
-        body = canonical_json(record, dropped).encode("utf-8", "surrogatepass")
-    return hashlib.sha256(head + body).hexdigest()
+        return None
+    return hashlib.sha256(f"{source}/{normalizer_version}\n".encode("utf-8", "surrogatepass") + body).hexdigest()
 
 
 def canonical_json(record, drop: frozenset[str] = TRANSPORT_KEYS) -> str:

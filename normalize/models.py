@@ -31,7 +31,10 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is not None:
         if value.tzinfo is None:
             raise ValueError("timestamp must carry a time zone")
-        value = value.astimezone(timezone.utc)
+        try:
+            value = value.astimezone(timezone.utc)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first representable UTC time
+            raise ValueError("timestamp out of range in UTC") from None
     return value
 
 
@@ -77,12 +80,16 @@ def _clean_text(limit: int, required: bool = False, multiline: bool = False):
     return clean
 
 
+clean_title = _clean_text(TITLE_MAX, required=True)
+clean_description = _clean_text(DESCRIPTION_MAX, multiline=True)
+MONEY_LIMIT = Decimal("1e14")  # decimal(18, 4): 14 digits before the point
+
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-Title = Annotated[str, AfterValidator(_clean_text(TITLE_MAX, required=True))]
-Description = Annotated[Optional[str], AfterValidator(_clean_text(DESCRIPTION_MAX, multiline=True))]
+Title = Annotated[str, AfterValidator(clean_title)]
+Description = Annotated[Optional[str], AfterValidator(clean_description)]
 Url = Annotated[Optional[str], AfterValidator(_http_url)]
 Money = Annotated[
-    Optional[Decimal], Field(ge=0, lt=Decimal("1e14"), allow_inf_nan=False), AfterValidator(_money)
+    Optional[Decimal], Field(ge=0, lt=MONEY_LIMIT, allow_inf_nan=False), AfterValidator(_money)
 ]
 UtcTime = Annotated[Optional[datetime], AfterValidator(_utc)]
 Currency = Annotated[Optional[str], StringConstraints(pattern=r"^[A-Z]{3}$")]

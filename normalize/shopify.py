@@ -1,24 +1,48 @@
-"""Shopify GraphQL product -> Product. Pure: no I/O, no clock."""
+"""Shopify GraphQL product -> Product. Pure: no I/O, no clock.
+
+Two paths, one answer: a plain record (nearly every one) is checked field by field here and built
+without pydantic's validators (normalize/checked.py); any other record goes through the model,
+which accepts the same values or rejects the record with its own message.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from normalize import Rejected, make_product, obj, parse_price
-from normalize.dedup import raw_hash
-from normalize.models import Product
+from normalize import checked as ok
+from normalize.dedup import plain_raw_hash, raw_hash
+from normalize.models import SCHEMA_VERSION, Product, Variant, clean_description, clean_title
 
 SOURCE = "shopify"
 NORMALIZER_VERSION = 1
+
+# The fields to_product passes to the model (what validation records as set).
+_PASSED = frozenset({
+    "source", "account", "source_id", "title", "description", "brand", "category", "url", "image_url", "price",
+    "currency", "compare_at_price", "availability", "sku", "gtin", "total_inventory", "variants", "tags",
+    "source_created_at", "source_updated_at", "fetched_at", "run_id", "raw_hash"})
+_VARIANT_PASSED = frozenset(Variant.model_fields)
 
 
 def to_product(raw: dict, *, account: str, fetched_at: datetime, run_id: str) -> Product:
     """The Product for one raw Shopify product (variants already merged into a list)."""
     if not isinstance(raw, dict):
         raise Rejected("record is not a JSON object")
+    digest = plain_raw_hash(SOURCE, NORMALIZER_VERSION, raw)
+    if digest is not None:  # no lone surrogate, big integer or NaN anywhere: the fast path may decide
+        try:
+            return _plain_product(raw, account, fetched_at, run_id, digest)
+        except Exception:  # noqa: BLE001 - ok.Unusual, a Rejected, a normalizer slip: the model decides
+            pass
+    return _model_product(raw, account, fetched_at, run_id, digest)
+
+
+def _model_product(raw: dict, account, fetched_at, run_id, digest: str | None) -> Product:
+    """The Product the model validates (the first release's path), or Rejected with its reason."""
     variants = [_variant(v) for v in _list(raw.get("variants"), "variants")]
     min_price = obj(obj(raw.get("priceRangeV2")).get("minVariantPrice"))
-    cheapest = min((v for v in variants if v["price"] is not None), key=lambda v: v["price"], default=None)
+    cheapest = _cheapest(variants)
     first = variants[0] if variants else {}
     return make_product(
         source=SOURCE,
@@ -43,8 +67,80 @@ def to_product(raw: dict, *, account: str, fetched_at: datetime, run_id: str) ->
         source_updated_at=raw.get("updatedAt"),
         fetched_at=fetched_at,
         run_id=run_id,
-        raw_hash=raw_hash(SOURCE, NORMALIZER_VERSION, raw),
+        raw_hash=digest or raw_hash(SOURCE, NORMALIZER_VERSION, raw),
     )
+
+
+def _plain_product(raw: dict, account, fetched_at, run_id, digest: str) -> Product:
+    """to_product's answer for a plain record, each value checked as strictly as the model would
+    (ok.Unusual, or any other exception, for anything the model must decide)."""
+    ok.context(account, run_id, fetched_at)
+    variants = [_plain_variant(v) for v in _list(raw.get("variants"), "variants")]
+    min_price = obj(obj(raw.get("priceRangeV2")).get("minVariantPrice"))
+    cheapest = _cheapest(variants)
+    first = variants[0] if variants else {}
+    source_id, vendor, product_type = raw.get("id"), raw.get("vendor") or None, raw.get("productType") or None
+    sku, gtin, currency = first.get("sku"), first.get("barcode"), min_price.get("currencyCode")
+    availability, inventory = _availability(raw.get("status"), variants), raw.get("totalInventory")
+    if not ({type(vendor), type(product_type), type(sku), type(gtin), type(availability)} <= ok.OPTIONAL_STR
+            and type(inventory) in ok.OPTIONAL_INT):
+        ok.unusual()
+    return ok.trusted(Product, {
+        "source": SOURCE,
+        "account": account,
+        "source_id": ok.text(source_id),
+        "title": clean_title(ok.string(raw.get("title"))),
+        "description": clean_description(ok.optional_string(raw.get("description"))),
+        "brand": vendor,
+        "category": product_type,
+        "url": ok.url(raw.get("onlineStoreUrl")),
+        "image_url": ok.url(obj(obj(raw.get("featuredMedia")).get("image")).get("url")),
+        "price": ok.price(min_price.get("amount")),
+        "currency": ok.currency(currency),
+        "compare_at_price": cheapest["compare_at_price"] if cheapest else None,
+        "availability": availability,
+        "condition": None,
+        "seller": None,
+        "seller_feedback_score": None,
+        "seller_feedback_percent": None,
+        "item_country": None,
+        "buying_options": None,
+        "sku": sku,
+        "gtin": gtin,
+        "epid": None,
+        "total_inventory": inventory,
+        "variants": [ok.trusted(Variant, v, _VARIANT_PASSED) for v in variants],
+        "tags": ok.strings(raw.get("tags")),
+        "source_created_at": ok.utc_time(raw.get("createdAt")),
+        "source_updated_at": ok.utc_time(raw.get("updatedAt")),
+        "fetched_at": fetched_at,
+        "run_id": run_id,
+        "raw_hash": digest,
+        "schema_version": SCHEMA_VERSION,
+    }, _PASSED)
+
+
+def _plain_variant(raw: dict) -> dict:
+    """_variant's dict with the Variant model's values (prices quantized), for a plain variant."""
+    variant_id, title, sku, barcode = raw.get("id"), raw.get("title"), raw.get("sku") or None, raw.get("barcode") or None
+    quantity, available = raw.get("inventoryQuantity"), raw.get("availableForSale")
+    if not ({type(variant_id), type(title), type(sku), type(barcode)} <= ok.OPTIONAL_STR
+            and type(quantity) in ok.OPTIONAL_INT and type(available) in ok.OPTIONAL_BOOL):
+        ok.unusual()
+    return {
+        "id": variant_id,
+        "sku": sku,
+        "barcode": barcode,
+        "title": title,
+        "price": ok.price(raw.get("price")),
+        "compare_at_price": ok.price(raw.get("compareAtPrice")),
+        "inventory_quantity": quantity,
+        "available": available,
+    }
+
+
+def _cheapest(variants: list[dict]) -> dict | None:
+    return min((v for v in variants if v["price"] is not None), key=lambda v: v["price"], default=None)
 
 
 def _availability(status, variants) -> str | None:
@@ -67,10 +163,6 @@ def _variant(raw) -> dict:
         "inventory_quantity": raw.get("inventoryQuantity"),
         "available": raw.get("availableForSale"),
     }
-
-
-
-
 
 
 def _list(value, field: str) -> list:

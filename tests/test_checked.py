@@ -1,0 +1,197 @@
+"""The Shopify normalizer's fast path (normalize/checked.py) against the model's path.
+
+Every record, plain or not, must come out of `to_product` exactly as the model alone makes it:
+the same field values down to each Decimal's exponent and each time's zone, the same fields
+recorded as set, or the same rejection with the same reason and field. And the fast path must
+actually take the plain records (else the first property would hold with no fast path at all).
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from normalize import Rejected
+from normalize import shopify
+from normalize.dedup import raw_hash
+from sandbox.catalog import CatalogSpec, make_catalog
+from tests.conftest import load_fixture
+from tests.test_properties import garbage, near_valid
+
+CHECK = settings(max_examples=400, derandomize=True, deadline=None,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FETCHED = datetime(2026, 11, 27, tzinfo=timezone.utc)
+RUN = "20261127T000000Z-abcdef"
+SHOPIFY = load_fixture("shopify", "product.json")
+
+PRICE_EDGES = ["0", "0.00", "-0", "-0.00", "19.99", " 19.99 ", "1.5", "1.00001", "1.23450", "1E+2", "1e3", "1_000",
+               "NaN", "-1", "Infinity", "99999999999999.9999", "100000000000000", "", "abc", "١٢", "12.", ".5",
+               None, 19, 19.5, 1e-7, True]
+TIME_EDGES = ["2025-11-28T01:26:23Z", "2025-11-28T01:26:23.5Z", "2025-11-28T01:26:23.123456Z",
+              "2025-11-28T01:26:23.1234567Z", "2025-11-28T01:26:23+05:30", "2025-11-28T01:26:23-00:00",
+              "2025-11-28T01:26:23+00:60", "2025-11-28T01:26:23+23:59", "2025-11-28T01:26:23+24:00",
+              "2025-02-30T00:00:00Z", "2025-11-28T24:00:00Z", "2025-11-28T23:59:60Z", "2025-11-28T23:60:00Z",
+              "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2025-11-28", "2025-11-28T01:26:23",
+              "1700000000", "2025-11-28 01:26:23Z", "2025-11-28t01:26:23z", "2025-11-28T01:26Z", None, 1700000000]
+TEXT_EDGES = ["", " ", "Mug", " Mug", "Mug ", "Mug\u00a0", "\u3000Mug", "M\u200bug", "Caf\u0065\u0301", "a\ud800", "\x00",
+              "a  b", "a\nb", "😀", "\x1c", "\x85x", None, 0, 1, True, 1.5, ["a"], {"a": 1}]
+URL_EDGES = ["https://x.example/p", "HTTP://X", "Https://x", "ftp://x", "javascript:alert(1)", " https://x"]
+CURRENCY_EDGES = ["USD", "usd", "US", "USDX", "ÜSD", "U$D", "€€€", "ＵＳＤ"]
+COUNT_EDGES = [None, 0, -1, 2**63 - 1, 2**63, 2**64, 2**70, 3.0, 2.5, True, False, "3"]
+FLAG_EDGES = [None, True, False, 0, 1, "true", 1.0]
+EDGES = {"price": PRICE_EDGES, "time": TIME_EDGES, "text": TEXT_EDGES, "url": TEXT_EDGES + URL_EDGES,
+         "currency": TEXT_EDGES + CURRENCY_EDGES, "count": COUNT_EDGES, "flag": FLAG_EDGES}
+# Each field the normalizer reads, and the kind of value it holds.
+FIELDS = {("id",): "text", ("title",): "text", ("description",): "text", ("vendor",): "text",
+          ("productType",): "text", ("status",): "text", ("createdAt",): "time", ("updatedAt",): "time",
+          ("onlineStoreUrl",): "url", ("totalInventory",): "count",
+          ("priceRangeV2", "minVariantPrice", "amount"): "price",
+          ("priceRangeV2", "minVariantPrice", "currencyCode"): "currency", ("featuredMedia", "image", "url"): "url",
+          **{("variants", i, key): kind for i in (0, 1) for key, kind in {
+              "id": "text", "sku": "text", "barcode": "text", "title": "text", "price": "price",
+              "compareAtPrice": "price", "inventoryQuantity": "count", "availableForSale": "flag"}.items()}}
+
+prices = st.one_of(st.sampled_from(PRICE_EDGES),
+    st.decimals(allow_nan=False, allow_infinity=False, places=5, min_value=0, max_value=10**15).map(str),
+    st.integers(-5, 10**15), st.floats(allow_nan=True), st.booleans())
+times = st.one_of(st.none(), st.sampled_from([
+    "2025-11-28T01:26:23Z", "2025-11-28T01:26:23.5Z", "2025-11-28T01:26:23.123456Z", "2025-11-28T01:26:23.1234567Z",
+    "2025-11-28T01:26:23+05:30", "2025-11-28T01:26:23-00:00", "2025-11-28T01:26:23+00:60", "2025-11-28T01:26:23+23:59",
+    "2025-02-30T00:00:00Z", "2025-11-28T24:00:00Z", "2025-11-28T23:59:60Z", "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00", "2025-11-28", "2025-11-28T01:26:23", "1700000000", "2025-11-28 01:26:23Z"]),
+    st.from_regex(r"\A\d{4}-[01]\d-[0-3]\dT[0-2]\d:[0-5]\d:[0-6]\d(\.\d{1,7})?(Z|[+-][0-2]\d:[0-6]\d)\Z"),
+    st.integers(0, 2**40), st.floats())
+texts = st.one_of(st.none(), st.sampled_from(["", " ", "Mug", " Mug", "Mug ", "Mug\u00a0", "\u3000Mug", "M\u200bug",
+                                              "Caf\u0065\u0301", "a\ud800", "\x00", "a  b", "a\nb", "😀", "\x1c"]),
+                  st.text(max_size=12), st.integers(), st.booleans())
+urls = st.one_of(texts, st.sampled_from(["https://x.example/p", "HTTP://X", "ftp://x", "javascript:alert(1)"]))
+currencies = st.one_of(st.none(), st.sampled_from(["USD", "usd", "US", "USDX", "ÜSD", "U$D", "€€€"]), texts)
+counts = st.one_of(st.none(), st.integers(-2**70, 2**70), st.sampled_from([3.0, 2.5, True, "3", 2**63, 2**64]))
+flags = st.one_of(st.none(), st.booleans(), st.sampled_from([0, 1, "true", 1.0]))
+
+
+# Awkward values for each field the normalizer reads; a record gets one or two of them.
+AWKWARD = {
+    ("id",): texts, ("title",): texts, ("description",): texts, ("vendor",): texts, ("productType",): texts,
+    ("status",): st.one_of(st.sampled_from(["ACTIVE", "DRAFT", "active"]), texts),
+    ("tags",): st.one_of(st.none(), st.lists(texts, max_size=3), st.just("a,b")),
+    ("createdAt",): times, ("updatedAt",): times, ("onlineStoreUrl",): urls, ("totalInventory",): counts,
+    ("priceRangeV2", "minVariantPrice", "amount"): prices,
+    ("priceRangeV2", "minVariantPrice", "currencyCode"): currencies,
+    ("featuredMedia",): st.one_of(st.none(), st.just({}), st.just({"image": None})),
+    ("featuredMedia", "image", "url"): urls,
+    ("variants",): st.one_of(st.none(), st.just("x"), st.just([]), st.just([None]), st.just([{}])),
+    **{("variants", i, key): values for i in (0, 1) for key, values in {
+        "id": texts, "sku": texts, "barcode": texts, "title": texts, "price": prices, "compareAtPrice": prices,
+        "inventoryQuantity": counts, "availableForSale": flags}.items()},
+}
+
+
+@st.composite
+def shopify_records(draw):
+    """The fixture (a plain record: the fast path takes it) with one or two fields made awkward."""
+    record = copy.deepcopy(SHOPIFY)
+    for path in draw(st.lists(st.sampled_from(sorted(AWKWARD, key=str)), min_size=1, max_size=2, unique=True)):
+        parent = record
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            parent[path[-1]] = draw(AWKWARD[path])
+        except (KeyError, IndexError, TypeError):  # an earlier change took the parent away
+            pass
+    return record
+
+
+def outcome(path, raw, account="shop.myshopify.com", fetched_at=FETCHED, run_id=RUN):
+    try:
+        return path(raw, account, fetched_at, run_id)
+    except Rejected as exc:
+        return ("rejected", exc.reason, exc.field)
+    except Exception as exc:  # noqa: BLE001 - a normalizer error must be the same error on both paths
+        return ("error", type(exc).__name__)
+
+
+def both(raw, account, fetched_at, run_id):
+    return shopify.to_product(raw, account=account, fetched_at=fetched_at, run_id=run_id)
+
+
+def model_only(raw, account, fetched_at, run_id):
+    if not isinstance(raw, dict):
+        raise Rejected("record is not a JSON object")
+    return shopify._model_product(raw, account, fetched_at, run_id, None)
+
+
+def exact(value):
+    """A value with what == overlooks made visible: a Decimal's exponent, a time's zone, a model's set fields."""
+    if isinstance(value, Decimal):
+        return ("decimal", str(value))
+    if isinstance(value, datetime):
+        return ("time", value.isoformat(), repr(value.tzinfo))
+    if isinstance(value, list):
+        return [exact(v) for v in value]
+    if hasattr(value, "__pydantic_fields_set__"):
+        return (type(value).__name__, sorted(value.__pydantic_fields_set__),
+                [(k, exact(v)) for k, v in value.__dict__.items()])
+    return (type(value).__name__, value)
+
+
+def assert_same(raw, **context):
+    assert exact(outcome(both, copy.deepcopy(raw), **context)) == exact(outcome(model_only, raw, **context))
+
+
+@CHECK
+@given(shopify_records())
+def test_the_fast_path_gives_the_models_answer_on_shopify_shaped_records(raw):
+    assert_same(raw)
+
+
+@CHECK
+@given(st.one_of(near_valid(SHOPIFY), garbage))
+def test_the_fast_path_gives_the_models_answer_on_near_valid_records_and_garbage(raw):
+    assert_same(raw)
+
+
+@pytest.mark.parametrize("context", [
+    {"account": " shop"}, {"account": ""}, {"account": "sh\ud800p"}, {"account": "ßhop"}, {"run_id": "run\n"},
+    {"fetched_at": datetime(2026, 11, 27)}, {"fetched_at": datetime(2026, 11, 27, tzinfo=timezone(timedelta(hours=2)))},
+    {"fetched_at": "2026-11-27T00:00:00Z"},
+])
+def test_the_run_context_is_held_to_the_models_rules(context):
+    assert_same(copy.deepcopy(SHOPIFY), **context)
+
+
+def test_the_cheapest_variant_is_the_models_when_prices_differ_past_four_decimals():
+    raw = copy.deepcopy(SHOPIFY)
+    raw["variants"][0].update(price="1.00002", compareAtPrice="5.00")
+    raw["variants"][1].update(price="1.00001", compareAtPrice="7.00")
+    assert_same(raw)
+    assert shopify.to_product(raw, account="a", fetched_at=FETCHED, run_id=RUN).compare_at_price == Decimal("7.00")
+
+
+def test_every_edge_value_of_every_field_gives_the_models_answer():
+    """Each field of the (plain) fixture replaced by each awkward value of its kind, one at a time."""
+    cases = 0
+    for path, kind in FIELDS.items():
+        for value in EDGES[kind]:
+            raw = copy.deepcopy(SHOPIFY)
+            parent = raw
+            for key in path[:-1]:
+                parent = parent[key]
+            parent[path[-1]] = value
+            assert_same(raw)
+            cases += 1
+    assert cases > 500
+
+
+def test_plain_records_take_the_fast_path():
+    """The fixture and a rich sandbox catalog are built by the fast path, equal to the model's."""
+    records = [SHOPIFY, *make_catalog(CatalogSpec(size=300, rich=True))]
+    for raw in records:
+        digest = raw_hash(shopify.SOURCE, shopify.NORMALIZER_VERSION, raw)
+        fast = shopify._plain_product(raw, "shop.myshopify.com", FETCHED, RUN, digest)  # raises if not plain
+        assert exact(fast) == exact(model_only(raw, "shop.myshopify.com", FETCHED, RUN))
