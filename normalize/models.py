@@ -15,7 +15,9 @@ from decimal import Decimal
 from typing import Annotated, Literal, Optional
 
 import pyarrow as pa
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from normalize import Rejected
 
 SCHEMA_VERSION = 1
 PRICE_TYPE = pa.decimal128(18, 4)
@@ -95,6 +97,44 @@ UtcTime = Annotated[Optional[datetime], AfterValidator(_utc)]
 Currency = Annotated[Optional[str], StringConstraints(pattern=r"^[A-Z]{3}$")]
 
 
+def _unencodable(value, path: str) -> str | None:
+    """The path of the first text in `value` UTF-8 cannot encode (a lone surrogate), else None."""
+    kind = type(value)
+    if kind is str:
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return path
+        return None
+    if kind is list:
+        items = enumerate(value)
+    elif isinstance(value, BaseModel):
+        items = value.__dict__.items()
+    else:
+        return None
+    for key, item in items:
+        found = _unencodable(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+class Record(BaseModel):
+    """A row of a table: every text in it must be writable as UTF-8. pydantic passes a plain
+    `str` field's value through as Python holds it, lone surrogates included, and Arrow would then
+    fail the whole batch's write; such a record is rejected here, naming the field."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="after")
+    def _writable(self):
+        field = _unencodable(self, "")
+        if field is not None:
+            raise Rejected("text that is not valid Unicode (a lone surrogate)", field)
+        return self
+
+
 class Variant(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -108,10 +148,8 @@ class Variant(BaseModel):
     available: Optional[bool] = None
 
 
-class Product(BaseModel):
+class Product(Record):
     """One content version of one product from one provider account."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     source: Literal["shopify", "amazon", "ebay"]
     account: Text
@@ -188,12 +226,10 @@ def arrow_schema(model: type[BaseModel] = Product) -> pa.Schema:
 SCHEMA = arrow_schema()
 
 
-class ProductDeletion(BaseModel):
+class ProductDeletion(Record):
     """A provider's word that a product was deleted (Shopify: a destroy event). It closes the
     product's history at `deleted_at`; it is deduplicated like a version of the product (its
     raw_hash is the product's latest once written), so re-reading the event writes nothing."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     source: Literal["shopify", "amazon", "ebay"]
     account: Text

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
-from normalize.models import Money, Text, UtcTime, arrow_schema
+from normalize.models import Money, Record, Text, UtcTime, arrow_schema
 
 Quantity = Annotated[Optional[int], Field(ge=0)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
@@ -22,10 +22,8 @@ OptionalCurrency = Annotated[Optional[str], StringConstraints(pattern=r"^[A-Z]{3
 Hash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
-class Order(BaseModel):
+class Order(Record):
     """One content version of one order from one provider account."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     source: Literal["shopify", "ebay"]
     account: Text
@@ -58,10 +56,8 @@ class Order(BaseModel):
     schema_version: int = 1
 
 
-class OrderLine(BaseModel):
+class OrderLine(Record):
     """One line of one version of an order (`order_raw_hash` ties it to that version)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     source: Literal["shopify", "ebay"]
     account: Text
