@@ -56,12 +56,17 @@ def text(value) -> str:
     return value
 
 
-@functools.lru_cache(maxsize=16)
 def context(account, run_id, fetched_at) -> None:
-    """The values a run passes with every record, checked once a run (hashable, so cached)."""
-    text(account), text(run_id)
-    if type(fetched_at) is not datetime:
+    """The values a run passes with every record: their types here (a subclass is equal to and
+    hashes as its base), their text rules once a run (cached)."""
+    if type(account) is not str or type(run_id) is not str or type(fetched_at) is not datetime:
         raise Unusual
+    _context_texts(account, run_id)
+
+
+@functools.lru_cache(maxsize=16)
+def _context_texts(account: str, run_id: str) -> None:
+    text(account), text(run_id)
 
 
 def string(value) -> str:

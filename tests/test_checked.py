@@ -131,7 +131,7 @@ def exact(value):
     if isinstance(value, Decimal):
         return ("decimal", str(value))
     if isinstance(value, datetime):
-        return ("time", value.isoformat(), repr(value.tzinfo))
+        return ("time", type(value).__name__, value.isoformat(), repr(value.tzinfo))
     if isinstance(value, list):
         return [exact(v) for v in value]
     if hasattr(value, "__pydantic_fields_set__"):
@@ -156,13 +156,24 @@ def test_the_fast_path_gives_the_models_answer_on_near_valid_records_and_garbage
     assert_same(raw)
 
 
+class Moment(datetime):
+    """Equal to, and hashed as, the datetime of the same instant."""
+
+
+class Name(str):
+    """Equal to, and hashed as, the same str."""
+
+
 @pytest.mark.parametrize("context", [
     {"account": " shop"}, {"account": ""}, {"account": "sh\ud800p"}, {"account": "ßhop"}, {"run_id": "run\n"},
     {"fetched_at": datetime(2026, 11, 27)}, {"fetched_at": datetime(2026, 11, 27, tzinfo=timezone(timedelta(hours=2)))},
-    {"fetched_at": "2026-11-27T00:00:00Z"},
+    {"fetched_at": "2026-11-27T00:00:00Z"}, {"fetched_at": Moment(2026, 11, 27, tzinfo=timezone.utc)},
+    {"account": Name("shop.myshopify.com")},
 ])
 def test_the_run_context_is_held_to_the_models_rules(context):
+    assert_same(copy.deepcopy(SHOPIFY))  # the plain context first: a cache must not answer for the others
     assert_same(copy.deepcopy(SHOPIFY), **context)
+
 
 
 def test_the_cheapest_variant_is_the_models_when_prices_differ_past_four_decimals():
