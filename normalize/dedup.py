@@ -75,6 +75,13 @@ def canonical_json(record, drop: frozenset[str] = TRANSPORT_KEYS) -> str:
     return json.dumps(canonical(record, drop), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def plain_record_hash(head: bytes, record) -> str:
+    """raw_hash of a record its caller has proved to be in canonical form already (no transport
+    key, every list of objects in id order, no float): orjson with sorted keys, no walk. orjson
+    raises on what json.dumps would write otherwise (lone surrogates, integers beyond 64 bits)."""
+    return hashlib.sha256(head + orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 class _NotPlain(Exception):
     """A value orjson might not write as json.dumps does."""
 

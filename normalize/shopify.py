@@ -11,7 +11,7 @@ from datetime import datetime
 
 from normalize import Rejected, make_product, obj, parse_price
 from normalize import checked as ok
-from normalize.dedup import plain_raw_hash, raw_hash
+from normalize.dedup import plain_raw_hash, plain_record_hash, raw_hash
 from normalize.models import SCHEMA_VERSION, Product, Variant, clean_description, clean_title
 
 SOURCE = "shopify"
@@ -29,13 +29,10 @@ def to_product(raw: dict, *, account: str, fetched_at: datetime, run_id: str) ->
     """The Product for one raw Shopify product (variants already merged into a list)."""
     if not isinstance(raw, dict):
         raise Rejected("record is not a JSON object")
-    digest = plain_raw_hash(SOURCE, NORMALIZER_VERSION, raw)
-    if digest is not None:  # no lone surrogate, big integer or NaN anywhere: the fast path may decide
-        try:
-            return _plain_product(raw, account, fetched_at, run_id, digest)
-        except Exception:  # noqa: BLE001 - ok.Unusual, a Rejected, a normalizer slip: the model decides
-            pass
-    return _model_product(raw, account, fetched_at, run_id, digest)
+    try:
+        return _plain_product(raw, account, fetched_at, run_id)
+    except Exception:  # noqa: BLE001 - ok.Unusual, a Rejected, a normalizer slip: the model decides
+        return _model_product(raw, account, fetched_at, run_id, None)
 
 
 def _model_product(raw: dict, account, fetched_at, run_id, digest: str | None) -> Product:
@@ -71,11 +68,14 @@ def _model_product(raw: dict, account, fetched_at, run_id, digest: str | None) -
     )
 
 
-def _plain_product(raw: dict, account, fetched_at, run_id, digest: str) -> Product:
+def _plain_product(raw: dict, account, fetched_at, run_id) -> Product:
     """to_product's answer for a plain record, each value checked as strictly as the model would
     (ok.Unusual, or any other exception, for anything the model must decide)."""
     ok.context(account, run_id, fetched_at)
-    variants = [_plain_variant(v) for v in _list(raw.get("variants"), "variants")]
+    raw_variants = _list(raw.get("variants"), "variants")
+    variants = [_plain_variant(v) for v in raw_variants]
+    # Hashed first: a plain record holds no lone surrogate, integer beyond 64 bits or NaN anywhere.
+    digest = _hash(raw, raw_variants, variants)
     min_price = obj(obj(raw.get("priceRangeV2")).get("minVariantPrice"))
     cheapest = _cheapest(variants)
     first = variants[0] if variants else {}
@@ -118,6 +118,45 @@ def _plain_product(raw: dict, account, fetched_at, run_id, digest: str) -> Produ
         "raw_hash": digest,
         "schema_version": SCHEMA_VERSION,
     }, _PASSED)
+
+
+# The record as the connector's queries shape it (connectors/shopify.py: PRODUCT_FIELDS and
+# VARIANT_FIELDS). A record of exactly this shape, with the values _plain_product checks, is already
+# in raw_hash's canonical form: no transport key, no float, its one list of objects (variants)
+# checked in id order below; orjson with sorted keys writes it as json.dumps does (or raises).
+_TOP_KEYS = frozenset({"id", "title", "handle", "vendor", "productType", "status", "tags", "createdAt", "updatedAt",
+                       "onlineStoreUrl", "description", "totalInventory", "priceRangeV2", "featuredMedia", "variants"})
+_RANGE_KEYS = frozenset({"minVariantPrice", "maxVariantPrice"})
+_MONEY_KEYS = frozenset({"amount", "currencyCode"})
+_MEDIA_KEYS, _IMAGE_KEYS = frozenset({"image"}), frozenset({"url"})
+_VARIANT_KEYS = frozenset({"id", "sku", "barcode", "title", "price", "compareAtPrice", "inventoryQuantity",
+                           "availableForSale"})
+_HEAD = f"{SOURCE}/{NORMALIZER_VERSION}\n".encode()
+
+
+def _hash(raw: dict, raw_variants: list, variants: list[dict]) -> str:
+    """raw_hash(SOURCE, NORMALIZER_VERSION, raw): without raw_hash's walk over the record when it
+    has the queries' shape (each value _plain_product reads is checked there, the others here)."""
+    price_range, media = raw.get("priceRangeV2"), raw.get("featuredMedia")
+    image = media.get("image") if type(media) is dict else None
+    ids = [v["id"] for v in variants]
+    if (raw.keys() <= _TOP_KEYS and {type(raw.get("status")), type(raw.get("handle"))} <= ok.OPTIONAL_STR
+            and (price_range is None or (type(price_range) is dict and price_range.keys() <= _RANGE_KEYS
+                                         and all(_money_shaped(m) for m in price_range.values())))
+            and (media is None or (type(media) is dict and media.keys() <= _MEDIA_KEYS))
+            and (image is None or (type(image) is dict and image.keys() <= _IMAGE_KEYS))
+            and all(v.keys() <= _VARIANT_KEYS and "id" in v for v in raw_variants)
+            and None not in ids and ids == sorted(ids)):
+        return plain_record_hash(_HEAD, raw)
+    digest = plain_raw_hash(SOURCE, NORMALIZER_VERSION, raw)
+    if digest is None:
+        ok.unusual()
+    return digest
+
+
+def _money_shaped(money) -> bool:
+    return money is None or (type(money) is dict and money.keys() <= _MONEY_KEYS
+                             and {type(value) for value in money.values()} <= ok.OPTIONAL_STR)
 
 
 def _plain_variant(raw: dict) -> dict:

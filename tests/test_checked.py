@@ -199,10 +199,66 @@ def test_every_edge_value_of_every_field_gives_the_models_answer():
     assert cases > 500
 
 
-def test_plain_records_take_the_fast_path():
-    """The fixture and a rich sandbox catalog are built by the fast path, equal to the model's."""
-    records = [SHOPIFY, *make_catalog(CatalogSpec(size=300, rich=True))]
+# Changes to a record's shape, each of which raw_hash's walk must see (a transport key dropped, a
+# list of objects sorted, a float written as json.dumps writes it) or the fast path must refuse.
+SHAPES = [
+    ("__typename", "Product"), ("cursor", "abc"), ("unknownField", 1), ("unknownField", 1e-07), ("handle", 1e-07),
+    ("handle", float("nan")), ("status", 2.5e-05), ("status", 1e16), ("totalInventory", 1e-07),
+    ("featuredMedia", {}), ("featuredMedia", {"image": None}), ("featuredMedia", {"image": {"url": None, "alt": "x"}}),
+    ("featuredMedia", {"__typename": "MediaImage", "image": {"url": "https://x.example/i.jpg"}}),
+    ("featuredMedia", float("inf")), ("priceRangeV2", None), ("priceRangeV2", {}), ("priceRangeV2", 1e-07),
+    ("priceRangeV2", {"minVariantPrice": {"amount": "1.00", "currencyCode": "USD", "__typename": "MoneyV2"}}),
+    ("priceRangeV2", {"minVariantPrice": {"amount": 1e-07, "currencyCode": "USD"}}),
+    ("priceRangeV2", {"minVariantPrice": None, "maxVariantPrice": {"amount": "2.00", "currencyCode": "USD"}}),
+    ("priceRangeV2", {"minVariantPrice": {"amount": "1.00"}, "maxVariantPrice": {"amount": 2**70}}),
+    ("tags", ["b", "a"]), ("tags", [{"id": "2"}, {"id": "1"}]), ("tags", []),
+]
+VARIANT_SHAPES = [
+    ("__typename", "ProductVariant"), ("__parentId", "gid://shopify/Product/8001"), ("cursor", "x"), ("weight", 1e-07),
+    ("id", None), ("id", "gid://shopify/ProductVariant/9000"), ("id", "gid://shopify/ProductVariant/99999"),
+]
+
+
+def test_every_shape_change_gives_the_models_answer_and_hash():
+    cases = 0
+    for key, value in SHAPES:
+        raw = copy.deepcopy(SHOPIFY)
+        raw[key] = value
+        assert_same(raw)
+        cases += 1
+    for index in (0, 1):
+        for key, value in VARIANT_SHAPES:
+            raw = copy.deepcopy(SHOPIFY)
+            raw["variants"][index][key] = value
+            assert_same(raw)
+            del raw["variants"][index]["id"]
+            assert_same(raw)
+            cases += 2
+    for order in ([0, 1], [1, 0], [1, 0, 1], []):  # the fixture's variant ids are out of order: 9002, 9001
+        raw = copy.deepcopy(SHOPIFY)
+        raw["variants"] = [raw["variants"][i] for i in order]
+        assert_same(raw)
+        cases += 1
+    assert cases == len(SHAPES) + 4 * len(VARIANT_SHAPES) + 4
+
+
+def as_queried(product: dict) -> dict:
+    """A sandbox product as the connector's query reads it: the sandbox also keeps descriptionHtml
+    and the media's __typename (for `... on MediaImage`), which the query does not ask for."""
+    record = {k: v for k, v in product.items() if k != "descriptionHtml"}
+    if record.get("featuredMedia"):
+        record["featuredMedia"] = {k: v for k, v in record["featuredMedia"].items() if k != "__typename"}
+    return record
+
+
+def test_plain_records_take_the_fast_path(monkeypatch):
+    """The fixture and a rich sandbox catalog are built by the fast path, equal to the model's, and
+    hashed without raw_hash's walk (the fixture's variants are out of id order: it takes the walk)."""
+    catalog = make_catalog(CatalogSpec(size=300, rich=True))
+    records = [SHOPIFY, *map(as_queried, catalog)]
+    walked = []
+    monkeypatch.setattr(shopify, "plain_raw_hash", lambda *a: walked.append(a[2]["id"]) or raw_hash(*a))
     for raw in records:
-        digest = raw_hash(shopify.SOURCE, shopify.NORMALIZER_VERSION, raw)
-        fast = shopify._plain_product(raw, "shop.myshopify.com", FETCHED, RUN, digest)  # raises if not plain
+        fast = shopify._plain_product(raw, "shop.myshopify.com", FETCHED, RUN)  # raises if not plain
         assert exact(fast) == exact(model_only(raw, "shop.myshopify.com", FETCHED, RUN))
+    assert walked == [SHOPIFY["id"]]
