@@ -7,7 +7,9 @@ normalizer's fast path checks such a record with the few tests below, each one a
 as the model's rule it stands for, and builds the instance without running the validators again
 (`trusted`). Anything else raises `Unusual`, and the normalizer hands the record to the model,
 which decides: the same values are accepted, and a rejected record gets the model's own message.
-`tests/test_checked.py` holds the two paths to the same instances.
+`tests/test_checked.py` holds the two paths to the same instances. (Prices are cached with the
+default decimal context, which nothing in the pipeline changes; a record nested past Python's
+recursion limit fails with RecursionError on either path, as a normalizer error.)
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def trusted(model, fields: dict, fields_set: set[str]):
 
     What pydantic's `model_construct` does, without its per-field alias and default lookups:
     the caller has checked every value. `fields_set` is the names the normalizer passes (what
-    validation would record), shared between instances: a frozen model never changes it.
+    validation records), one set shared by the instances: pydantic copies it before it adds to
+    it (model_copy with an update), and changes a frozen model's no other way.
     """
     instance = model.__new__(model)
     _set(instance, "__dict__", fields)

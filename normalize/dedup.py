@@ -59,7 +59,7 @@ def raw_hash(source: str, normalizer_version: int, record, drop: Iterable[str] =
 def plain_raw_hash(source: str, normalizer_version: int, record, drop: frozenset[str] = TRANSPORT_KEYS) -> str | None:
     """raw_hash of a plain record (one orjson writes as json.dumps does), else None.
 
-    A plain record holds no lone surrogate, no integer beyond 64 bits, no NaN and no infinity
+    A plain record holds no lone surrogate, no integer outside -2**63 .. 2**64 - 1, no NaN and no infinity
     anywhere: a normalizer's fast path relies on that (normalize/checked.py).
     """
     try:
@@ -78,7 +78,7 @@ def canonical_json(record, drop: frozenset[str] = TRANSPORT_KEYS) -> str:
 def plain_record_hash(head: bytes, record) -> str:
     """raw_hash of a record its caller has proved to be in canonical form already (no transport
     key, every list of objects in id order, no float): orjson with sorted keys, no walk. orjson
-    raises on what json.dumps would write otherwise (lone surrogates, integers beyond 64 bits)."""
+    raises on what json.dumps would write otherwise (lone surrogates, integers outside -2**63 .. 2**64 - 1)."""
     return hashlib.sha256(head + orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 

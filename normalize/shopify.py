@@ -17,12 +17,12 @@ from normalize.models import SCHEMA_VERSION, Product, Variant, clean_description
 SOURCE = "shopify"
 NORMALIZER_VERSION = 1
 
-# The fields to_product passes to the model (what validation records as set).
-_PASSED = frozenset({
+# The fields to_product passes to the model (what validation records as set; see ok.trusted).
+_PASSED = {
     "source", "account", "source_id", "title", "description", "brand", "category", "url", "image_url", "price",
     "currency", "compare_at_price", "availability", "sku", "gtin", "total_inventory", "variants", "tags",
-    "source_created_at", "source_updated_at", "fetched_at", "run_id", "raw_hash"})
-_VARIANT_PASSED = frozenset(Variant.model_fields)
+    "source_created_at", "source_updated_at", "fetched_at", "run_id", "raw_hash"}
+_VARIANT_PASSED = set(Variant.model_fields)
 
 
 def to_product(raw: dict, *, account: str, fetched_at: datetime, run_id: str) -> Product:

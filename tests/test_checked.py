@@ -135,7 +135,7 @@ def exact(value):
     if isinstance(value, list):
         return [exact(v) for v in value]
     if hasattr(value, "__pydantic_fields_set__"):
-        return (type(value).__name__, sorted(value.__pydantic_fields_set__),
+        return (type(value).__name__, type(value.__pydantic_fields_set__).__name__, sorted(value.__pydantic_fields_set__),
                 [(k, exact(v)) for k, v in value.__dict__.items()])
     return (type(value).__name__, value)
 
@@ -173,7 +173,6 @@ class Name(str):
 def test_the_run_context_is_held_to_the_models_rules(context):
     assert_same(copy.deepcopy(SHOPIFY))  # the plain context first: a cache must not answer for the others
     assert_same(copy.deepcopy(SHOPIFY), **context)
-
 
 
 def test_the_cheapest_variant_is_the_models_when_prices_differ_past_four_decimals():
@@ -262,3 +261,10 @@ def test_plain_records_take_the_fast_path(monkeypatch):
         fast = shopify._plain_product(raw, "shop.myshopify.com", FETCHED, RUN)  # raises if not plain
         assert exact(fast) == exact(model_only(raw, "shop.myshopify.com", FETCHED, RUN))
     assert walked == [SHOPIFY["id"]]
+
+
+def test_a_fast_paths_product_can_be_copied_with_changes_as_the_models_can():
+    product = shopify.to_product(copy.deepcopy(SHOPIFY), account="a", fetched_at=FETCHED, run_id=RUN)
+    changed = product.model_copy(update={"title": "X"})
+    assert changed.title == "X" and product.title == "Trail Mug" and "title" in changed.model_fields_set
+    assert product.variants[0].model_copy(update={"sku": "Y"}).sku == "Y"
