@@ -119,6 +119,7 @@ class LakeState:
     # -- commit ----------------------------------------------------------------------------------
     def has_changes(self, meta: dict) -> bool:
         """Whether `commit(meta)` would write anything (a no-change run writes nothing at all)."""
+        self.cache.flush_run()  # what follows reads the run's entries from the temporary tables
         return any(self._new_entries(kind) for kind in KINDS) or \
             {**self.manifest["meta"], **meta} != self.manifest["meta"]
 
@@ -230,6 +231,7 @@ class LakeState:
             source.backup(target)
         finally:
             source.close(), target.close()
+        self.cache.flush_run()  # the absorbed entries replace what the run already had
         con = self.cache.con
         con.execute("ATTACH DATABASE ? AS source", (str(copy),))
         try:

@@ -1,0 +1,91 @@
+"""The dedup state (storage/state.py): a run's latest hashes and versions are held in memory up to
+RUN_BUFFER entries, then go to the temporary tables; the answers, the commit and the bytes on disk
+are the same either way."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import storage.state as state_module
+from storage.paths import UnitId
+from storage.state import KnownVersions, ProviderState, latest_hash, record_key, state_path, version_key
+from tests import test_storage
+
+UNIT = UnitId("shopify", "a.myshopify.com")
+RUN = "20261127T120000Z-abcdef"
+WHEN = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
+# Pinned: the keys existing state files and buckets hold (8 bytes of SHA-256 of the source_id, the
+# first 16 hex digits of the raw_hash, 12 bytes of SHA-256 of "<source_id>\n<UTC ISO time>").
+ODD = "p\udc80"  # a lone surrogate, as a provider's broken JSON can give
+VERSIONS = [(("gid://shopify/Product/1", WHEN), "850b8810bd9a7e6b6e59fa40"),
+            (("gid://shopify/Product/1", datetime(2026, 11, 1, 7, 0, 0, 250000, timezone(timedelta(hours=-5)))),
+             "d46feeefceced9dd08c148a9"),
+            ((ODD, datetime(999, 1, 2, 3, 4, 5, 6, timezone.utc)), "aa92be821c2925b7ab53265f")]
+
+
+@pytest.fixture(params=["in memory", "spilled at every call"])
+def buffer(request, monkeypatch):
+    if request.param != "in memory":
+        monkeypatch.setattr(state_module, "RUN_BUFFER", 1)
+    return request.param
+
+
+@pytest.mark.parametrize("scenario", [
+    test_storage.test_a_lost_state_file_adopts_the_existing_parquet_instead_of_rewriting_it,
+    test_storage.test_state_commit_is_all_or_nothing,
+    test_storage.test_a_record_is_new_when_its_hash_differs_from_the_last_one_written_for_it,
+    test_storage.test_a_state_from_before_the_latest_index_upgrades_in_place_without_rewriting,
+    test_storage.test_versions_are_known_only_once_their_run_commits,
+    test_storage.test_read_only_state_never_creates_a_file,
+], ids=lambda f: f.__name__[5:])
+def test_the_state_answers_the_same_when_the_run_spills_at_every_call(scenario, tmp_path, monkeypatch):
+    monkeypatch.setattr(state_module, "RUN_BUFFER", 1)
+    scenario(tmp_path)
+
+
+def test_the_keys_on_disk_keep_their_format(tmp_path, buffer):
+    assert (record_key("gid://shopify/Product/1"), record_key(ODD)) == (-4448586657485608166, 7532793193783688760)
+    assert (latest_hash("f" * 64), latest_hash("0123456789abcdef" + "0" * 48)) == (-1, 81985529216486895)
+    assert [version_key(*v).hex() for v, _ in VERSIONS] == [key for _, key in VERSIONS]
+    path = state_path(tmp_path, UNIT)
+    state = ProviderState.open(path)
+    assert state.keep_changed([("gid://shopify/Product/1", "f" * 64), (ODD, "0123456789abcdef" + "0" * 48)]) == [True, True]
+    state.remember_versions([v for v, _ in VERSIONS] + [(ODD, None), VERSIONS[0][0]])
+    state.commit(RUN, [], {})
+    state.close()
+    con = sqlite3.connect(path)
+    try:
+        assert con.execute("SELECT k, h FROM latest ORDER BY k").fetchall() == [
+            (-4448586657485608166, -1), (7532793193783688760, 81985529216486895)]
+        assert [row[0].hex() for row in con.execute("SELECT v FROM versions")] == sorted(key for _, key in VERSIONS)
+    finally:
+        con.close()
+
+
+def test_a_run_longer_than_its_buffer_compares_across_spills_and_commits_only_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(state_module, "RUN_BUFFER", 2)
+    path = state_path(tmp_path, UNIT)
+    a, b = "aa" * 32, "bb" * 32
+
+    def one_run(state):
+        flags = state.keep_changed([("p1", a), ("p2", a), ("p3", a)])  # 3 entries: spilled
+        state.remember_versions([("p1", WHEN), ("p2", WHEN), ("p3", WHEN)])
+        flags += state.keep_changed([("p1", a), ("p2", b), ("p4", a)])  # p1 and p2 from the spilled table
+        state.remember_versions([("p4", WHEN)])
+        flags += state.keep_changed([("p2", a), ("p4", a), ("p2", a)])  # the revert, from the table again
+        return flags
+
+    state = ProviderState.open(path)
+    assert one_run(state) == [True, True, True, False, True, True, True, False, False]
+    state.close()  # a crash before the commit: nothing of the run counts
+    state = ProviderState.open(path)
+    assert state.latest_count() == 0 and ("p1", WHEN) not in KnownVersions(path)
+    assert one_run(state) == [True, True, True, False, True, True, True, False, False]
+    state.commit(RUN, [], {})
+    assert state.latest_count() == 4
+    assert all((f"p{n}", WHEN) in KnownVersions(path) for n in range(1, 5))
+    assert state.keep_changed([("p1", a), ("p2", a), ("p3", b), ("p4", a), ("p5", a)]) == [False, False, True, False, True]
+    state.close()
