@@ -118,9 +118,20 @@ def latest_hash(raw_hash: str) -> int:
 
 def version_key(source_id: str, updated_at: datetime) -> bytes:
     """A record's version: its id and the provider's last-changed time (a connector can skip work
-    for a version already written, such as fetching the rest of a product's variants again)."""
-    text = f"{source_id}\n{updated_at.astimezone(timezone.utc).isoformat()}"
+    for a version already written, such as fetching the rest of a product's variants again):
+    12 bytes of the SHA-256 of the id, a line break and the time in UTC as isoformat() writes it."""
+    t = updated_at
+    if t.tzinfo is timezone.utc and type(t) is datetime:  # what isoformat() writes, at a third less CPU
+        text = ((_VERSION_TEXT_US % (source_id, t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond))
+                if t.microsecond else
+                _VERSION_TEXT % (source_id, t.year, t.month, t.day, t.hour, t.minute, t.second))
+    else:
+        text = f"{source_id}\n{t.astimezone(timezone.utc).isoformat()}"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:VERSION_BYTES]
+
+
+_VERSION_TEXT = "%s\n%04d-%02d-%02dT%02d:%02d:%02d+00:00"
+_VERSION_TEXT_US = "%s\n%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00"
 
 
 class ProviderState:

@@ -8,6 +8,8 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import storage.state as state_module
 from storage.paths import UnitId
@@ -89,3 +91,33 @@ def test_a_run_longer_than_its_buffer_compares_across_spills_and_commits_only_wh
     assert all((f"p{n}", WHEN) in KnownVersions(path) for n in range(1, 5))
     assert state.keep_changed([("p1", a), ("p2", a), ("p3", b), ("p4", a), ("p5", a)]) == [False, False, True, False, True]
     state.close()
+
+
+def _version_key_as_written(source_id, updated_at) -> bytes:
+    """The version key as state files and buckets hold it (the first release's formula)."""
+    import hashlib
+
+    text = f"{source_id}\n{updated_at.astimezone(timezone.utc).isoformat()}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:12]
+
+
+class _Later(datetime):
+    def isoformat(self, *args, **kwargs):
+        return super().isoformat(*args, **kwargs) + "!"
+
+
+ZONES = st.sampled_from([timezone.utc, timezone(timedelta(0)), timezone(timedelta(hours=5, minutes=30)),
+                         timezone(timedelta(hours=-11))])
+
+
+@settings(max_examples=500, derandomize=True, deadline=None)
+@given(source_id=st.text(st.characters(exclude_categories=()), max_size=40), when=st.one_of(
+    st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31), timezones=ZONES),
+    st.datetimes(min_value=datetime(1, 1, 2), timezones=st.just(timezone.utc)),
+    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1))))  # naive: taken as local time
+@example(source_id=ODD, when=datetime(999, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+@example(source_id="p", when=datetime(9, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc))
+def test_the_version_key_is_the_bytes_written_before_for_any_time(source_id, when):
+    assert version_key(source_id, when) == _version_key_as_written(source_id, when)
+    later = _Later(*when.timetuple()[:6], when.microsecond, tzinfo=when.tzinfo)  # a subclass formats itself
+    assert version_key(source_id, later) == _version_key_as_written(source_id, later)
