@@ -23,6 +23,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
+from itertools import chain
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -214,11 +215,14 @@ class ProviderState:
         """The latest hash of each of these keys that has one outside this run's buffer: this
         run's in temp.run_latest (spilled, or a migration's) over the committed one."""
         con, latest = self.con, {}
-        run_table = con.execute("SELECT 1 FROM temp.run_latest LIMIT 1").fetchone() is not None
+        # Only tables with rows are asked (a unit's first run has none: its index is empty).
+        committed, run_table = con.execute(
+            "SELECT EXISTS (SELECT 1 FROM latest), EXISTS (SELECT 1 FROM temp.run_latest)").fetchone()
         for start in range(0, len(keys), IN_CHUNK):
             chunk = keys[start:start + IN_CHUNK]
             marks = ",".join("?" * len(chunk))
-            latest.update(con.execute(f"SELECT k, h FROM latest WHERE k IN ({marks})", chunk))
+            if committed:
+                latest.update(con.execute(f"SELECT k, h FROM latest WHERE k IN ({marks})", chunk))
             if run_table:
                 latest.update(con.execute(f"SELECT k, h FROM temp.run_latest WHERE k IN ({marks})", chunk))
         return latest
@@ -250,8 +254,11 @@ class ProviderState:
 
     def _insert_run(self, con: sqlite3.Connection, latest: str, versions: str) -> None:
         """This run's buffered entries into these tables (a newer latest hash replaces an older one)."""
-        if self.run_latest:
-            con.executemany(f"INSERT OR REPLACE INTO {latest} VALUES (?, ?)", sorted(self.run_latest.items()))
+        rows = sorted(self.run_latest.items())
+        for start in range(0, len(rows), IN_CHUNK // 2):  # a statement of many rows: a third less CPU than one a row
+            part = rows[start:start + IN_CHUNK // 2]
+            con.execute(f"INSERT OR REPLACE INTO {latest} VALUES {','.join(['(?, ?)'] * len(part))}",
+                        list(chain.from_iterable(part)))
         if self.run_versions:
             # One statement over the keys joined into one blob, cut in SQL: half the cost of a
             # statement a key.
