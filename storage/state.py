@@ -23,7 +23,6 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
-from itertools import chain
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -254,11 +253,11 @@ class ProviderState:
 
     def _insert_run(self, con: sqlite3.Connection, latest: str, versions: str) -> None:
         """This run's buffered entries into these tables (a newer latest hash replaces an older one)."""
-        rows = sorted(self.run_latest.items())
-        for start in range(0, len(rows), IN_CHUNK // 2):  # a statement of many rows: a third less CPU than one a row
-            part = rows[start:start + IN_CHUNK // 2]
+        run, keys = self.run_latest, sorted(self.run_latest)  # in key order: SQLite appends rather than splits pages
+        for start in range(0, len(keys), IN_CHUNK // 2):  # a statement of many rows: a third less CPU than one a row
+            part = keys[start:start + IN_CHUNK // 2]
             con.execute(f"INSERT OR REPLACE INTO {latest} VALUES {','.join(['(?, ?)'] * len(part))}",
-                        list(chain.from_iterable(part)))
+                        [value for key in part for value in (key, run[key])])
         if self.run_versions:
             # One statement over the keys joined into one blob, cut in SQL: half the cost of a
             # statement a key.
