@@ -204,7 +204,7 @@ class ProviderState:
                 for i, _ in records]  # record_key, inline
         hashes = [from_bytes(fromhex(h[:16]), "big", signed=True) for _, h in records]  # latest_hash
         run = self.run_latest
-        latest = self._latest_of(keys)
+        latest = self._latest_of(keys, hashes)
         legacy = (self._legacy_seen([h for (_, h), k in zip(records, keys) if k not in latest and k not in run])
                   if self.has_legacy else ())
         flags = []
@@ -220,20 +220,33 @@ class ProviderState:
             self.flush_run()
         return flags
 
-    def _latest_of(self, keys: list[int]) -> dict[int, int]:
+    def _latest_of(self, keys: list[int], hashes: list[int]) -> dict[int, int]:
         """The latest hash of each of these keys that has one outside this run's buffer: this
         run's in temp.run_latest (spilled, or a migration's) over the committed one."""
-        con, latest = self.con, {}
+        con = self.con
         # Only tables with rows are asked (a unit's first run has none: its index is empty).
         committed, run_table = con.execute(
             "SELECT EXISTS (SELECT 1 FROM latest), EXISTS (SELECT 1 FROM temp.run_latest)").fetchone()
-        for start in range(0, len(keys), IN_CHUNK):
-            chunk = keys[start:start + IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            if committed:
-                latest.update(con.execute(f"SELECT k, h FROM latest WHERE k IN ({marks})", chunk))
-            if run_table:
-                latest.update(con.execute(f"SELECT k, h FROM temp.run_latest WHERE k IN ({marks})", chunk))
+        latest = dict(zip(keys, hashes)) if committed else {}
+        if committed:
+            # The index returns only the keys whose hash is not the one asked about (a rerun's
+            # unchanged records, most of them, return nothing): None where it has no entry.
+            pairs = list(latest.items())
+            for start in range(0, len(pairs), IN_CHUNK // 2):
+                part = pairs[start:start + IN_CHUNK // 2]
+                values = ",".join(["(?, ?)"] * len(part))
+                for key, last in con.execute(f"SELECT b.column1, m.h FROM (VALUES {values}) AS b LEFT JOIN latest AS m "
+                                             "ON m.k = b.column1 WHERE m.h IS NOT b.column2",
+                                             [value for pair in part for value in pair]):
+                    if last is None:
+                        del latest[key]
+                    else:
+                        latest[key] = last
+        if run_table:
+            for start in range(0, len(keys), IN_CHUNK):
+                chunk = keys[start:start + IN_CHUNK]
+                latest.update(con.execute(f"SELECT k, h FROM temp.run_latest WHERE k IN ({','.join('?' * len(chunk))})",
+                                          chunk))
         return latest
 
     def _legacy_seen(self, raw_hashes: list[str]) -> set[str]:

@@ -121,3 +121,14 @@ def test_the_version_key_is_the_bytes_written_before_for_any_time(source_id, whe
     assert version_key(source_id, when) == _version_key_as_written(source_id, when)
     later = _Later(*when.timetuple()[:6], when.microsecond, tzinfo=when.tzinfo)  # a subclass formats itself
     assert version_key(source_id, later) == _version_key_as_written(source_id, later)
+
+
+def test_a_batch_mixing_known_changed_and_unknown_records_against_a_committed_index(tmp_path, buffer):
+    a, b = "aa" * 32, "bb" * 32
+    state = ProviderState.open(state_path(tmp_path, UNIT))
+    assert state.keep_changed([("p1", a), ("p2", b)]) == [True, True]
+    state.commit(RUN, [], {})
+    assert state.keep_changed([("p1", b), ("p1", a), ("p3", a), ("p2", b), ("p3", a), ("p2", a)]) == \
+        [True, True, True, False, False, True]
+    assert state.keep_changed([("p2", b), ("p1", a), ("p4", b)]) == [True, False, True]
+    state.close()
