@@ -126,7 +126,7 @@ def keep_new(products: list, state: ProviderState) -> list:
     earlier run or this one): a re-read of the latest version is dropped, a revert is kept. Every
     record's version is noted: new or duplicate, its content is in the dataset once committed."""
     flags = state.keep_changed([(p.source_id, p.raw_hash) for p in products])
-    state.remember_versions((p.source_id, p.source_updated_at) for p in products)
+    state.remember_versions([(p.source_id, p.source_updated_at) for p in products])
     return [p for p, new in zip(products, flags) if new]
 
 

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import struct
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -108,7 +109,10 @@ def _account_of(data_dir: Path, files: list[str]) -> str | None:
 
 def record_key(source_id: str) -> int:
     """The index key of one record (product, order) of the unit: its source_id, hashed to 64 bits."""
-    return int.from_bytes(hashlib.sha256(source_id.encode("utf-8", "surrogatepass")).digest()[:8], "big", signed=True)
+    return _KEY(hashlib.sha256(source_id.encode("utf-8", "surrogatepass")).digest())[0]
+
+
+_KEY = struct.Struct(">q").unpack_from  # the first 8 bytes of a digest as a signed big-endian integer
 
 
 def latest_hash(raw_hash: str) -> int:
@@ -199,9 +203,8 @@ class ProviderState:
         that source_id, by a committed run or earlier in this run; each True becomes its record's
         latest (counted once this run commits). A record the index has no entry for is new unless
         the state's pre-upgrade `seen` set has its hash."""
-        sha256, from_bytes, fromhex = hashlib.sha256, int.from_bytes, bytes.fromhex
-        keys = [from_bytes(sha256(i.encode("utf-8", "surrogatepass")).digest()[:8], "big", signed=True)
-                for i, _ in records]  # record_key, inline
+        sha256, key_of, from_bytes, fromhex = hashlib.sha256, _KEY, int.from_bytes, bytes.fromhex
+        keys = [key_of(sha256(i.encode("utf-8", "surrogatepass")).digest())[0] for i, _ in records]  # record_key, inline
         hashes = [from_bytes(fromhex(h[:16]), "big", signed=True) for _, h in records]  # latest_hash
         run = self.run_latest
         latest = self._latest_of(keys, hashes)
