@@ -43,6 +43,10 @@ VERSION_BYTES = 12
 # each page of those tables once a spill, not once a record (at 1M products they outgrow SQLite's
 # page cache).
 RUN_BUFFER = 50_000
+# Past it, a bit a key (its low 24 bits, 2 MB) tells which keys of the batch may be in
+# temp.run_latest; only those are asked there (at 1M products, about 6% of the keys: a record read
+# twice in a run is rare, and each lookup in the spilled table reads a page from disk).
+SPILLED_BITS_MASK = (1 << 21) - 1
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS seen (h BLOB PRIMARY KEY) WITHOUT ROWID;
@@ -162,6 +166,10 @@ class ProviderState:
         # entry here is newer than that table's for its key.
         self.run_latest: dict[int, int] = {}
         self.run_versions: list[bytes] = []
+        # The keys spilled into temp.run_latest (SPILLED_BITS_MASK), while that table holds no
+        # other row: valid while the connection's total_changes is the one after the last spill.
+        self.spilled: bytearray | None = None
+        self.spilled_changes = -1
 
     @classmethod
     def open(cls, path: Path, *, read_only: bool = False) -> "ProviderState":
@@ -246,6 +254,12 @@ class ProviderState:
                     else:
                         latest[key] = last
         if run_table:
+            bits = self.spilled if con.total_changes == self.spilled_changes else None
+            if bits is None:  # a row another statement put there (a migration): ask for every key
+                self.spilled = None
+            else:
+                mask = SPILLED_BITS_MASK
+                keys = [k for k in keys if bits[(k >> 3) & mask] >> (k & 7) & 1]
             for start in range(0, len(keys), IN_CHUNK):
                 chunk = keys[start:start + IN_CHUNK]
                 latest.update(con.execute(f"SELECT k, h FROM temp.run_latest WHERE k IN ({','.join('?' * len(chunk))})",
@@ -273,8 +287,17 @@ class ProviderState:
         one transaction (also for SQL that reads those tables: storage/lake/index.py)."""
         if not self.run_latest and not self.run_versions:
             return
+        con = self.con
+        bits = self.spilled if con.total_changes == self.spilled_changes else None
+        if bits is None and not con.execute("SELECT EXISTS (SELECT 1 FROM temp.run_latest)").fetchone()[0]:
+            bits = bytearray(SPILLED_BITS_MASK + 1)  # the first spill of the run
         with self._transaction():
-            self._insert_run(self.con, "temp.run_latest", "temp.run_versions")
+            self._insert_run(con, "temp.run_latest", "temp.run_versions")
+        if bits is not None:
+            mask = SPILLED_BITS_MASK
+            for k in self.run_latest:
+                bits[(k >> 3) & mask] |= 1 << (k & 7)
+        self.spilled, self.spilled_changes = bits, con.total_changes
         self.run_latest, self.run_versions = {}, []
 
     def _insert_run(self, con: sqlite3.Connection, latest: str, versions: str) -> None:
@@ -296,7 +319,7 @@ class ProviderState:
     @contextlib.contextmanager
     def _transaction(self):
         """One transaction for the statements inside (the enclosing one, when there is one):
-        outside any, SQLite makes each row of an executemany a transaction of its own."""
+        outside any, SQLite makes each statement a transaction of its own."""
         if self.con.in_transaction:
             yield
             return
@@ -343,7 +366,7 @@ class ProviderState:
 
     def forget_run(self) -> None:
         """Drop this run's uncommitted hashes and versions (the provider failed)."""
-        self.run_latest, self.run_versions = {}, []
+        self.run_latest, self.run_versions, self.spilled = {}, [], None
         self.con.execute("DELETE FROM temp.run_latest")
         self.con.execute("DELETE FROM temp.run_versions")
 

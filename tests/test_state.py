@@ -4,6 +4,7 @@ are the same either way."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from datetime import datetime, timedelta, timezone
 
@@ -95,8 +96,6 @@ def test_a_run_longer_than_its_buffer_compares_across_spills_and_commits_only_wh
 
 def _version_key_as_written(source_id, updated_at) -> bytes:
     """The version key as state files and buckets hold it (the first release's formula)."""
-    import hashlib
-
     text = f"{source_id}\n{updated_at.astimezone(timezone.utc).isoformat()}"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:12]
 
@@ -131,4 +130,32 @@ def test_a_batch_mixing_known_changed_and_unknown_records_against_a_committed_in
     assert state.keep_changed([("p1", b), ("p1", a), ("p3", a), ("p2", b), ("p3", a), ("p2", a)]) == \
         [True, True, True, False, False, True]
     assert state.keep_changed([("p2", b), ("p1", a), ("p4", b)]) == [True, False, True]
+    state.close()
+
+
+def test_a_row_another_statement_puts_in_the_run_table_counts_past_a_spill(tmp_path, monkeypatch):
+    """Past a spill, only the keys the state spilled are asked of temp.run_latest, unless another
+    statement on its connection wrote there (LakeState.absorb: a migration's entries)."""
+    monkeypatch.setattr(state_module, "RUN_BUFFER", 1)
+    a = "aa" * 32
+    state = ProviderState.open(state_path(tmp_path, UNIT))
+    assert state.keep_changed([("p1", a)]) == [True]  # spilled
+    state.con.execute("INSERT INTO temp.run_latest VALUES (?, ?)", (record_key("p2"), latest_hash(a)))
+    assert state.keep_changed([("p2", a), ("p1", a), ("p3", a)]) == [False, False, True]
+    assert state.keep_changed([("p2", a), ("p3", a), ("p4", a)]) == [False, False, True]
+    state.close()
+
+
+def test_a_run_that_reads_every_record_twice_past_many_spills_writes_each_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(state_module, "RUN_BUFFER", 16)
+    records = [(f"gid://shopify/Product/{n}", hashlib.sha256(b"%d" % n).hexdigest()) for n in range(300)]
+    state = ProviderState.open(state_path(tmp_path, UNIT))
+    batches = [records[start:start + 7] for start in range(0, len(records), 7)]
+    assert all(all(state.keep_changed(batch)) for batch in batches)
+    assert not any(any(state.keep_changed(batch)) for batch in batches)  # the same again: from the spilled table
+    changed = [(i, hashlib.sha256(h.encode()).hexdigest()) for i, h in records[::3]]
+    assert all(state.keep_changed(changed)) and not any(state.keep_changed(changed))
+    state.commit(RUN, [], {})
+    assert state.latest_count() == 300
+    assert not any(state.keep_changed(records[1::3] + changed))
     state.close()
