@@ -32,7 +32,7 @@ from pathlib import Path
 
 from storage.lake.objects import StoreError
 from storage.paths import UnitId, manifest_name, segment_name, segment_prefix
-from storage.state import VERSION_BYTES, ProviderState, latest_from_files, record_key, version_key
+from storage.state import VERSION_BYTES, ProviderState, latest_from_files, record_keys, version_key
 
 log = logging.getLogger("pipeline.lake")
 LATEST = struct.Struct(">qq")  # a record's key and its latest hash, as the local state keeps them
@@ -83,13 +83,14 @@ class LakeState:
     def keep_changed(self, records: list[tuple[str, str]]) -> list[bool]:
         """For each (source_id, raw_hash), True if the hash differs from the last one written for
         that record (storage/state.py's rule); the shards holding those records are fetched first."""
-        self._load("latest", {_first_byte(record_key(i)) for i, _ in records})
-        return self.cache.keep_changed(records)
+        keys = record_keys(records)  # computed once: for the shards, then for the lookups
+        self._load("latest", {_first_byte(key) for key in keys})
+        return self.cache.keep_changed(records, keys)
 
     def remember_versions(self, versions) -> None:
-        versions = [(i, t) for i, t in versions if t is not None]
-        self._load("versions", {version_key(i, t)[0] for i, t in versions})
-        self.cache.remember_versions(versions)
+        keys = [version_key(i, t) for i, t in versions if t is not None]
+        self._load("versions", {key[0] for key in keys})
+        self.cache.remember_version_keys(keys)
 
     def __contains__(self, version) -> bool:
         """Was this (source_id, updated_at) written by a committed run? (from the fetch thread)"""
