@@ -16,33 +16,25 @@ read has its entry. A new state never fills `seen`.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import sqlite3
-import struct
-from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from storage.paths import UnitId, legacy_state_path, parse_file_name, state_path
+from storage.index_keys import (VERSION_BYTES, data_file_records, latest_hash, record_key, record_keys, run_order,
+                                version_key)
+from storage.paths import UnitId, legacy_state_path, state_path
 
 HASH_BYTES = 16  # 128 bits of the SHA-256: collisions are out of reach at any catalog size
-# The latest-hash index: 64 bits of a record's key and of its latest raw_hash, as SQLite integers
-# (a rowid table: the fastest lookup SQLite has, 16 bytes a product). A key collision (odds of
-# 1 in 10^7 at a million products) could only make a version be written again, never dropped.
 IN_CHUNK = 500
-VERSION_BYTES = 12
-# This run's latest hashes and versions are held in memory (a dict and a list) up to this many
-# entries of either, then go to the temporary tables in key order, in one transaction: a run of up
-# to this size writes them to SQLite only in its commit, straight into the index, and a larger one
-# keeps its memory flat (8.5 MB of objects held at most, 13 MB while it spills; a 1M-product run's
-# RSS 16 MB above a state without the buffer, 9 at 25,000 for 10% more CPU) while its sorted
-# inserts touch each page of those tables once a spill, not once a record (at 1M products they
-# outgrow SQLite's page cache).
+# A run's latest hashes and versions are held in memory up to this many entries of either, then go
+# to the temporary tables in key order, in one transaction: a run of up to this size writes them
+# only in its commit, straight into the index; a larger one stays flat (RSS +16 MB at 1M products,
+# +9 at 25,000 for 10% more CPU), each spill touching a page of those tables once, not once a record.
 RUN_BUFFER = 50_000
 # Past it, a bit a key (its low 24 bits, 2 MB) tells which keys of the batch may be in
 # temp.run_latest; only those are asked there (at 1M products, about 6% of the keys: a record read
@@ -110,53 +102,6 @@ def _account_of(data_dir: Path, files: list[str]) -> str | None:
             column = pq.read_table(path, columns=["account"]).column("account")
             return column[0].as_py() if len(column) else None
     return None
-
-
-def record_key(source_id: str) -> int:
-    """The index key of one record (product, order) of the unit: its source_id, hashed to 64 bits."""
-    return _KEY(hashlib.sha256(source_id.encode("utf-8", "surrogatepass")).digest())[0]
-
-
-_KEY = struct.Struct(">q").unpack_from  # the first 8 bytes of a digest as a signed big-endian integer
-
-
-def record_keys(records: Iterable[tuple[str, object]]) -> list[int]:
-    """record_key of each (source_id, ...) pair, in one comprehension."""
-    sha256, key_of = hashlib.sha256, _KEY
-    return [key_of(sha256(i.encode("utf-8", "surrogatepass")).digest())[0] for i, *_ in records]
-
-
-def latest_hash(raw_hash: str) -> int:
-    """The 64 bits of a raw_hash the index compares."""
-    return int.from_bytes(bytes.fromhex(raw_hash[:16]), "big", signed=True)
-
-
-def version_key(source_id: str, updated_at: datetime) -> bytes:
-    """A record's version: its id and the provider's last-changed time (a connector can skip work
-    for a version already written, such as fetching the rest of a product's variants again):
-    12 bytes of the SHA-256 of the id, a line break and the time in UTC as isoformat() writes it."""
-    t = updated_at
-    if t.tzinfo is timezone.utc and type(t) is datetime:
-        # What isoformat() writes, from cached pieces at half its CPU: a run's times fall on a few
-        # thousand days at most, and the day is the costly part to format.
-        day = _DAYS.get(t.toordinal()) or _day(t)
-        fraction = f".{t.microsecond:06d}" if t.microsecond else ""
-        text = f"{source_id}\n{day}{_HOURS_MINUTES[t.hour * 60 + t.minute]}{_SECONDS[t.second]}{fraction}+00:00"
-    else:
-        text = f"{source_id}\n{t.astimezone(timezone.utc).isoformat()}"
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:VERSION_BYTES]
-
-
-_DAYS: dict[int, str] = {}  # date ordinal -> "YYYY-MM-DD"
-_HOURS_MINUTES = [f"T{h:02d}:{m:02d}:" for h in range(24) for m in range(60)]
-_SECONDS = [f"{s:02d}" for s in range(60)]
-
-
-def _day(t: datetime) -> str:
-    if len(_DAYS) >= 100_000:  # bounded (about 8 MB): no catalog's times span 270 years
-        _DAYS.clear()
-    day = _DAYS[t.toordinal()] = f"{t.year:04d}-{t.month:02d}-{t.day:02d}"
-    return day
 
 
 class ProviderState:
@@ -304,8 +249,17 @@ class ProviderState:
         bits = self.spilled if con.total_changes == self.spilled_changes else None
         if bits is None and not con.execute("SELECT EXISTS (SELECT 1 FROM temp.run_latest)").fetchone()[0]:
             bits = bytearray(SPILLED_BITS_MASK + 1)  # the first spill of the run
-        with self._transaction():
+        own = not con.in_transaction  # else part of the caller's; outside any, a statement is one
+        if own:
+            con.execute("BEGIN")
+        try:
             self._insert_run(con, "temp.run_latest", "temp.run_versions")
+        except BaseException:
+            if own:
+                con.execute("ROLLBACK")
+            raise
+        if own:
+            con.execute("COMMIT")
         if bits is not None:
             mask = SPILLED_BITS_MASK
             for k in self.run_latest:
@@ -328,21 +282,6 @@ class ProviderState:
                         f"WHERE n + {VERSION_BYTES} <= ?2) "
                         f"INSERT OR IGNORE INTO {versions} SELECT substr(?1, n, {VERSION_BYTES}) FROM i",
                         (blob, len(blob)))
-
-    @contextlib.contextmanager
-    def _transaction(self):
-        """One transaction for the statements inside (the enclosing one, when there is one):
-        outside any, SQLite makes each statement a transaction of its own."""
-        if self.con.in_transaction:
-            yield
-            return
-        self.con.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
 
     def latest_count(self) -> int:
         """Records (products, orders) the index has a latest hash for."""
@@ -390,9 +329,9 @@ class ProviderState:
         self.con.execute("BEGIN IMMEDIATE")
         try:
             count = 0
-            for path in sorted(paths, key=_run_order):
+            for path in sorted(paths, key=run_order):
                 run_ids = pq.read_table(path, columns=["run_id"])["run_id"].to_pylist()
-                records = _records(path)
+                records = data_file_records(path)
                 if records is not None:  # a record's own table (products, orders), not its lines
                     ids, hashes, times = records
                     self.con.executemany("INSERT OR REPLACE INTO main.latest VALUES (?, ?)",
@@ -411,33 +350,6 @@ class ProviderState:
     def _require_writable(self) -> None:
         if self.read_only:
             raise RuntimeError("state opened read-only (dry run)")
-
-
-def _records(path: Path) -> tuple[list, list, list] | None:
-    """(ids, raw_hashes, update times) of a data file of a record's own table (products: source_id,
-    source_updated_at; orders: order_id, updated_at); None for a table of lines."""
-    names = set(pq.read_schema(path).names)
-    if "raw_hash" not in names:
-        return None
-    key, updated = ("source_id", "source_updated_at") if "source_id" in names else ("order_id", "updated_at")
-    table = pq.read_table(path, columns=["raw_hash", key, updated])
-    return table[key].to_pylist(), table["raw_hash"].to_pylist(), table[updated].to_pylist()
-
-
-def latest_from_files(paths: Iterable[Path]) -> Iterator[tuple[int, int]]:
-    """(record key, latest hash) entries from data files, taken in the order of their runs (a later
-    version replaces an earlier one where they are applied in order)."""
-    for path in sorted(paths, key=_run_order):
-        records = _records(path)
-        if records is not None:
-            ids, hashes, _ = records
-            yield from ((record_key(i), latest_hash(h)) for i, h in zip(ids, hashes))
-
-
-def _run_order(path: Path) -> tuple:
-    """A data file's place in the order of runs: run ids begin with their start time."""
-    parsed = parse_file_name(path.name)
-    return (parsed[1], path.name) if parsed else ("", path.name)
 
 
 class MetaStore:

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 import storage.state as state_module
 from storage.paths import UnitId
-from storage.state import KnownVersions, ProviderState, latest_hash, record_key, state_path, version_key
+from storage.index_keys import latest_hash, record_key, version_key
+from storage.state import KnownVersions, ProviderState, state_path
 from tests import test_storage
 
 UNIT = UnitId("shopify", "a.myshopify.com")

@@ -4,7 +4,7 @@
       {"generation", "meta" (high-water mark, bulk checkpoint, learned page size), "runs" (the
        last committed run ids), "index": {"latest"|"versions": {"bits", "shards": {"<n>": [run_id, count]}}}}
   _state/<unit>/index/<run_id>/latest-<bits>-<n>.bin     per record: 8 bytes of its key, 8 of its
-                                                         latest raw_hash (storage/state.py), sorted
+                                                         latest raw_hash (storage/index_keys.py), sorted
   _state/<unit>/index/<run_id>/versions-<bits>-<n>.bin   sorted 12-byte version keys
 
 The index is sharded by the top `bits` bits of each entry's first byte: one shard while a unit has
@@ -32,7 +32,8 @@ from pathlib import Path
 
 from storage.lake.objects import StoreError
 from storage.paths import UnitId, manifest_name, segment_name, segment_prefix
-from storage.state import VERSION_BYTES, ProviderState, latest_from_files, record_keys, version_key
+from storage.index_keys import VERSION_BYTES, latest_from_files, record_keys, version_key
+from storage.state import ProviderState
 
 log = logging.getLogger("pipeline.lake")
 LATEST = struct.Struct(">qq")  # a record's key and its latest hash, as the local state keeps them
