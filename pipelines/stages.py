@@ -126,7 +126,7 @@ def keep_new(products: list, state: ProviderState) -> list:
     earlier run or this one): a re-read of the latest version is dropped, a revert is kept. Every
     record's version is noted: new or duplicate, its content is in the dataset once committed."""
     flags = state.keep_changed([(p.source_id, p.raw_hash) for p in products])
-    state.remember_versions((p.source_id, p.source_updated_at) for p in products)
+    state.remember_versions([(p.source_id, p.source_updated_at) for p in products])
     return [p for p, new in zip(products, flags) if new]
 
 
@@ -134,7 +134,7 @@ def keep_new_rows(batch, state: ProviderState) -> dict:
     """What `keep_new` keeps, for a batch normalized in another process (pipelines/bulk_split.py):
     each table's Arrow rows that belong to a new record. The same state calls, in the same order."""
     flags = state.keep_changed([(source_id, digest) for source_id, digest, _ in batch.versions])
-    state.remember_versions((source_id, updated) for source_id, _, updated in batch.versions)
+    state.remember_versions([(source_id, updated) for source_id, _, updated in batch.versions])
     new = pa.array(flags, pa.bool_())
     return {table: rows.filter(new.take(owners)) for table, (rows, owners) in batch.tables.items()}
 

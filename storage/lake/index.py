@@ -4,7 +4,7 @@
       {"generation", "meta" (high-water mark, bulk checkpoint, learned page size), "runs" (the
        last committed run ids), "index": {"latest"|"versions": {"bits", "shards": {"<n>": [run_id, count]}}}}
   _state/<unit>/index/<run_id>/latest-<bits>-<n>.bin     per record: 8 bytes of its key, 8 of its
-                                                         latest raw_hash (storage/state.py), sorted
+                                                         latest raw_hash (storage/index_keys.py), sorted
   _state/<unit>/index/<run_id>/versions-<bits>-<n>.bin   sorted 12-byte version keys
 
 The index is sharded by the top `bits` bits of each entry's first byte: one shard while a unit has
@@ -32,7 +32,8 @@ from pathlib import Path
 
 from storage.lake.objects import StoreError
 from storage.paths import UnitId, manifest_name, segment_name, segment_prefix
-from storage.state import VERSION_BYTES, ProviderState, latest_from_files, record_key, version_key
+from storage.index_keys import VERSION_BYTES, latest_from_files, record_keys, version_key
+from storage.state import ProviderState
 
 log = logging.getLogger("pipeline.lake")
 LATEST = struct.Struct(">qq")  # a record's key and its latest hash, as the local state keeps them
@@ -83,13 +84,14 @@ class LakeState:
     def keep_changed(self, records: list[tuple[str, str]]) -> list[bool]:
         """For each (source_id, raw_hash), True if the hash differs from the last one written for
         that record (storage/state.py's rule); the shards holding those records are fetched first."""
-        self._load("latest", {_first_byte(record_key(i)) for i, _ in records})
-        return self.cache.keep_changed(records)
+        keys = record_keys(records)  # computed once: for the shards, then for the lookups
+        self._load("latest", {_first_byte(key) for key in keys})
+        return self.cache.keep_changed(records, keys)
 
     def remember_versions(self, versions) -> None:
-        versions = [(i, t) for i, t in versions if t is not None]
-        self._load("versions", {version_key(i, t)[0] for i, t in versions})
-        self.cache.remember_versions(versions)
+        keys = [version_key(i, t) for i, t in versions if t is not None]
+        self._load("versions", {key[0] for key in keys})
+        self.cache.remember_version_keys(keys)
 
     def __contains__(self, version) -> bool:
         """Was this (source_id, updated_at) written by a committed run? (from the fetch thread)"""
@@ -119,6 +121,7 @@ class LakeState:
     # -- commit ----------------------------------------------------------------------------------
     def has_changes(self, meta: dict) -> bool:
         """Whether `commit(meta)` would write anything (a no-change run writes nothing at all)."""
+        self.cache.flush_run()  # what follows reads the run's entries from the temporary tables
         return any(self._new_entries(kind) for kind in KINDS) or \
             {**self.manifest["meta"], **meta} != self.manifest["meta"]
 
@@ -230,6 +233,7 @@ class LakeState:
             source.backup(target)
         finally:
             source.close(), target.close()
+        self.cache.flush_run()  # the absorbed entries replace what the run already had
         con = self.cache.con
         con.execute("ATTACH DATABASE ? AS source", (str(copy),))
         try:
