@@ -393,10 +393,15 @@ def _bulk_lines(products, query: str):
     """JSONL lines of a bulk result as Shopify writes them (compact UTF-8): a product, then each
     variant with its __parentId last; only the fields the query names (a rich catalog has more)."""
     named = set(re.findall(r"[A-Za-z_]\w*", query))
+
+    def fields(value):  # nested objects too: the media's __typename is the sandbox's own, not asked for
+        if isinstance(value, dict):
+            return {k: fields(v) for k, v in value.items() if k in named}
+        return value
+
     for product in products:
-        yield _jsonl({k: v for k, v in product.items() if k != "variants" and k in named})
-        yield from (_jsonl({**{k: v for k, v in variant.items() if k in named}, "__parentId": product["id"]})
-                    for variant in product["variants"])
+        yield _jsonl(fields({k: v for k, v in product.items() if k != "variants"}))
+        yield from (_jsonl({**fields(variant), "__parentId": product["id"]}) for variant in product["variants"])
 
 
 def _jsonl(value) -> str:
