@@ -19,7 +19,7 @@ import re
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from normalize.models import MONEY_LIMIT, MONEY_PLACES
+from normalize.models import MONEY_LIMIT, MONEY_PLACES, http_url
 
 _set = object.__setattr__
 
@@ -85,9 +85,9 @@ def optional_string(value):
 
 
 def url(value):
-    if value is not None and (type(value) is not str or not value.lower().startswith(("http://", "https://"))):
+    if value is not None and type(value) is not str:
         raise Unusual
-    return value
+    return http_url(value)  # the model's own rule (its ValueError sends the record to the model)
 
 
 def currency(value):

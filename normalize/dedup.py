@@ -51,9 +51,14 @@ def raw_hash(source: str, normalizer_version: int, record, drop: Iterable[str] =
     dropped = TRANSPORT_KEYS | frozenset(drop) if drop else TRANSPORT_KEYS
     digest = plain_raw_hash(source, normalizer_version, record, dropped)
     if digest is None:
-        head = f"{source}/{normalizer_version}\n".encode("utf-8", "surrogatepass")
-        digest = hashlib.sha256(head + canonical_json(record, dropped).encode("utf-8", "surrogatepass")).hexdigest()
+        body = canonical_json(record, dropped).encode("utf-8", "surrogatepass")
+        digest = hashlib.sha256(hash_head(source, normalizer_version) + body).hexdigest()
     return digest
+
+
+def hash_head(source: str, normalizer_version: int) -> bytes:
+    """What every raw_hash of this source and normalizer version starts with."""
+    return f"{source}/{normalizer_version}\n".encode("utf-8", "surrogatepass")
 
 
 def plain_raw_hash(source: str, normalizer_version: int, record, drop: frozenset[str] = TRANSPORT_KEYS) -> str | None:
@@ -66,7 +71,7 @@ def plain_raw_hash(source: str, normalizer_version: int, record, drop: frozenset
         body = orjson.dumps(_plain_canonical(record, drop), option=orjson.OPT_SORT_KEYS)
     except (_NotPlain, orjson.JSONEncodeError):  # orjson refuses ints over 64 bits, surrogates, odd keys
         return None
-    return hashlib.sha256(f"{source}/{normalizer_version}\n".encode("utf-8", "surrogatepass") + body).hexdigest()
+    return hashlib.sha256(hash_head(source, normalizer_version) + body).hexdigest()
 
 
 def canonical_json(record, drop: frozenset[str] = TRANSPORT_KEYS) -> str:

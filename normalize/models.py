@@ -23,7 +23,7 @@ SCHEMA_VERSION = 1
 PRICE_TYPE = pa.decimal128(18, 4)
 
 
-def _http_url(value: str | None) -> str | None:
+def http_url(value: str | None) -> str | None:
     if value is not None and not value.lower().startswith(("http://", "https://")):
         raise ValueError("URL must start with http:// or https://")
     return value
@@ -89,7 +89,7 @@ MONEY_LIMIT = Decimal("1e14")  # decimal(18, 4): 14 digits before the point
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 Title = Annotated[str, AfterValidator(clean_title)]
 Description = Annotated[Optional[str], AfterValidator(clean_description)]
-Url = Annotated[Optional[str], AfterValidator(_http_url)]
+Url = Annotated[Optional[str], AfterValidator(http_url)]
 Money = Annotated[
     Optional[Decimal], Field(ge=0, lt=MONEY_LIMIT, allow_inf_nan=False), AfterValidator(_money)
 ]

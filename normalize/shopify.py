@@ -11,7 +11,7 @@ from datetime import datetime
 
 from normalize import Rejected, make_product, obj, parse_price
 from normalize import checked as ok
-from normalize.dedup import plain_raw_hash, plain_record_hash, raw_hash
+from normalize.dedup import hash_head, plain_raw_hash, plain_record_hash, raw_hash
 from normalize.models import SCHEMA_VERSION, Product, Variant, clean_description, clean_title
 
 SOURCE = "shopify"
@@ -131,7 +131,7 @@ _MONEY_KEYS = frozenset({"amount", "currencyCode"})
 _MEDIA_KEYS, _IMAGE_KEYS = frozenset({"image"}), frozenset({"url"})
 _VARIANT_KEYS = frozenset({"id", "sku", "barcode", "title", "price", "compareAtPrice", "inventoryQuantity",
                            "availableForSale"})
-_HEAD = f"{SOURCE}/{NORMALIZER_VERSION}\n".encode()
+_HEAD = hash_head(SOURCE, NORMALIZER_VERSION)
 
 
 def _hash(raw: dict, raw_variants: list, variants: list[dict]) -> str:
