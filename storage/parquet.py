@@ -16,7 +16,6 @@ from itertools import accumulate, chain
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from normalize.models import DELETIONS_SCHEMA, SCHEMA, Product, arrow_rows
@@ -91,6 +90,8 @@ class StagedFile:
     flush, fsync, rename into place, fsync the directory. Until then no reader can see it."""
 
     def __init__(self, path: Path, schema: pa.Schema = SCHEMA):
+        import pyarrow.parquet as pq  # the first file a run writes: a run with nothing new needs none (9 ms)
+
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.staging = path, path.with_name(f".{path.name}.tmp")
         self.handle = open(self.staging, "wb")
