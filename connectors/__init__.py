@@ -1,4 +1,8 @@
-"""Connectors: one module per provider, each with one generator of raw records."""
+"""Connectors: one module per provider, each with one generator of raw records.
+
+A provider's modules are imported when a run uses them (pipelines/streams.py): a Shopify run
+loads no Amazon or eBay code, and `--help` or a settings error loads no HTTP library.
+"""
 
 import sys
 
@@ -7,6 +11,5 @@ import sys
 # destinations, imported when one is used: a local run starts as fast as before boto3 came.
 sys.modules.setdefault("requests_cache.backends.dynamodb", None)
 
-from connectors import amazon, ebay, shopify  # noqa: E402
-
-CONNECTORS = {shopify.NAME: shopify, amazon.NAME: amazon, ebay.NAME: ebay}
+# provider -> its module
+CONNECTORS = {"shopify": "connectors.shopify", "amazon": "connectors.amazon", "ebay": "connectors.ebay"}

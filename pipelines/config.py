@@ -21,7 +21,7 @@ from pipelines import accounts as accounts_file
 from pipelines import destination_settings as destinations
 from pipelines.provider_settings import ConfigError, _amazon, _ebay, _get, _number, _shopify
 from pipelines.secret_refs import Resolver, UnresolvedReference, is_reference
-from storage.destination import DestinationSettings
+from storage.settings import DestinationSettings
 from storage.paths import ACCOUNT_RE, STREAMS, UnitId
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pipelines.provider_settings import ConfigError, _get, _number
-from storage.destination import TABLE_FORMATS, DestinationSettings
+from storage.settings import TABLE_FORMATS, DestinationSettings
 from storage.lake.objects import parse_s3_url
 
 AWS_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")

@@ -12,7 +12,7 @@ import secrets
 import time
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from itertools import islice
 
 from connectors.shopify_auth import MissingScope
@@ -22,6 +22,7 @@ from connectors.redact import Redactor, remember
 from connectors.shopify_bulk import Checkpoint, DownloadedResult
 from pipelines import accounts, bulk_split, outcome
 from pipelines.config import Settings
+from pipelines.runtime import Runtime
 from pipelines.streams import UNAVAILABLE, stream_of
 from pipelines.stages import (BATCH_SIZE, Prefetch, Progress, ProviderResult, batched, batches, keep_new, keep_new_rows,
                               lean_gc, normalize_batch, read_here)
@@ -56,15 +57,6 @@ class RunOptions:
     fail_on_anomaly: bool = False
     accounts: tuple[str, ...] | None = None  # --accounts: provider:name or name
     streams: tuple[str, ...] | None = None  # --streams (over PIPELINE_STREAMS and each account's own)
-
-
-@dataclass
-class Runtime:
-    """What tests inject instead of the real clock and sleep."""
-
-    sleep: object = time.sleep
-    clock: object = time.monotonic
-    now: object = lambda: datetime.now(timezone.utc)
 
 
 def select_units(settings: Settings, opts: RunOptions) -> list[UnitId]:

@@ -28,8 +28,8 @@ from pipelines import __version__
 from pipelines.cli_options import (ConfigProblem, check_selection, load_command_settings, parse_accounts,
                                    parse_providers, parse_since, parse_streams, setup_logging, shared_options)
 from pipelines.outcome import EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED, EXIT_STALE
-from pipelines.run import DestinationUnavailable, RunOptions, Runtime, execute, select_units
-from storage.destination import open_destination
+from pipelines.runtime import Runtime
+from storage.teardown import end_process
 
 __all__ = ["cli", "Runtime"]
 
@@ -92,6 +92,7 @@ def cli(ctx, providers, accounts, streams, limit, dry_run, no_cache, full_refres
         raise click.UsageError("--full-refresh and --since exclude each other: pick one.")
     settings = load_command_settings(ctx, shared)
     check_selection(settings, providers)
+    from pipelines.run import DestinationUnavailable, RunOptions, execute, select_units  # HTTP, pyarrow: not for --help
     opts = RunOptions(providers, limit, dry_run, no_cache, full_refresh, since, fail_on_anomaly, accounts, streams)
     try:
         if not select_units(settings, opts):
@@ -136,6 +137,7 @@ def report(ctx, last, html_path, max_age, **shared):
       run_pipeline.py report --max-age 13h     # from a monitoring cron: exit 5 when stale
     """
     from pipelines import report as reports
+    from storage.destination import open_destination
 
     settings = load_command_settings(ctx, shared)
     try:
@@ -244,6 +246,4 @@ if __name__ == "__main__":
     try:
         cli()
     except SystemExit as done:
-        from storage.delta import end_process
-
         end_process(done.code)

@@ -13,10 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from itertools import islice
 
-import pyarrow as pa
-
 from connectors.local import marked_local
-from connectors.shopify_bulk import DownloadedResult
 from normalize import Rejected
 from normalize.dedup import raw_hash
 from storage.quarantine import Quarantine
@@ -72,6 +69,8 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 def batches(records: Iterable, size: int) -> Iterator:
     """Lists of up to `size` records, and a downloaded bulk result on its own the moment it comes
     (the connector keeps its file only until it is asked for the next record)."""
+    from connectors.shopify_bulk import DownloadedResult  # here: `--help` imports this module, not HTTP
+
     batch = []
     for record in records:
         if isinstance(record, DownloadedResult):
@@ -90,6 +89,8 @@ def batches(records: Iterable, size: int) -> Iterator:
 
 def read_here(records: Iterable) -> Iterator:
     """The records, with a downloaded bulk result's read in this process rather than handed on whole."""
+    from connectors.shopify_bulk import DownloadedResult  # here: `--help` imports this module, not HTTP
+
     for record in records:
         if isinstance(record, DownloadedResult):
             yield from record
@@ -133,6 +134,8 @@ def keep_new(products: list, state: ProviderState) -> list:
 def keep_new_rows(batch, state: ProviderState) -> dict:
     """What `keep_new` keeps, for a batch normalized in another process (pipelines/bulk_split.py):
     each table's Arrow rows that belong to a new record. The same state calls, in the same order."""
+    import pyarrow as pa  # here: `--help` imports this module, not pyarrow
+
     flags = state.keep_changed([(source_id, digest) for source_id, digest, _ in batch.versions])
     state.remember_versions([(source_id, updated) for source_id, _, updated in batch.versions])
     new = pa.array(flags, pa.bool_())

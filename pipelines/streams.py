@@ -8,15 +8,9 @@ its lines), dedup keeps the new ones by raw_hash, and each record's rows go to t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Callable
 
-from connectors import amazon, ebay, ebay_orders, shopify, shopify_events, shopify_orders
-from normalize import amazon as amazon_normalizer
-from normalize import ebay as ebay_normalizer
-from normalize import ebay_orders as ebay_orders_normalizer
-from normalize import shopify_deletions
-from normalize import shopify as shopify_normalizer
-from normalize import shopify_orders as shopify_orders_normalizer
 from pipelines.stages import record_rows
 
 AMAZON_HAS_NO_ORDERS = ("Amazon's Creators API has no orders (sellers' orders live in the Selling Partner API, "
@@ -59,17 +53,56 @@ def _orders(connector, normalizer) -> Stream:
                   ("orders", "order_lines"), "orders_lookback")
 
 
-STREAMS = {
-    ("shopify", "products"): _products(shopify, shopify_normalizer, Deletions(
+# Each stream's modules are imported by its builder, when a unit of it runs: a Shopify products run
+# loads no Amazon, eBay or orders code (connectors, normalizers, the order models).
+def _shopify_products() -> Stream:
+    from connectors import shopify, shopify_events
+    from normalize import shopify as shopify_normalizer
+    from normalize import shopify_deletions
+
+    return _products(shopify, shopify_normalizer, Deletions(
         shopify_events.iter_deletions, shopify_events.event_time, shopify_deletions.to_deletion,
-        shopify_deletions.IDENTITY)),
-    ("amazon", "products"): _products(amazon, amazon_normalizer),
-    ("ebay", "products"): _products(ebay, ebay_normalizer),
-    ("shopify", "orders"): _orders(shopify_orders, shopify_orders_normalizer),
-    ("ebay", "orders"): _orders(ebay_orders, ebay_orders_normalizer),
+        shopify_deletions.IDENTITY))
+
+
+def _amazon_products() -> Stream:
+    from connectors import amazon
+    from normalize import amazon as amazon_normalizer
+
+    return _products(amazon, amazon_normalizer)
+
+
+def _ebay_products() -> Stream:
+    from connectors import ebay
+    from normalize import ebay as ebay_normalizer
+
+    return _products(ebay, ebay_normalizer)
+
+
+def _shopify_orders() -> Stream:
+    from connectors import shopify_orders
+    from normalize import shopify_orders as shopify_orders_normalizer
+
+    return _orders(shopify_orders, shopify_orders_normalizer)
+
+
+def _ebay_orders() -> Stream:
+    from connectors import ebay_orders
+    from normalize import ebay_orders as ebay_orders_normalizer
+
+    return _orders(ebay_orders, ebay_orders_normalizer)
+
+
+STREAMS = {
+    ("shopify", "products"): _shopify_products,
+    ("amazon", "products"): _amazon_products,
+    ("ebay", "products"): _ebay_products,
+    ("shopify", "orders"): _shopify_orders,
+    ("ebay", "orders"): _ebay_orders,
 }
 UNAVAILABLE = {("amazon", "orders"): AMAZON_HAS_NO_ORDERS}
 
 
+@cache
 def stream_of(provider: str, stream: str) -> Stream:
-    return STREAMS[(provider, stream)]
+    return STREAMS[(provider, stream)]()

@@ -13,14 +13,12 @@ creating one table at once both succeed (the loser of the race for version 0 use
 Never read with `to_pyarrow_table()` or a threaded `to_table()`: delta-rs's runtime then aborts
 the process at exit in about a fifth of the runs ("terminate called without an active exception",
 rc 134). Read the dataset with use_threads=False; and a process that loaded deltalake ends through
-`end_process`, since even then about one run in a hundred aborted during interpreter teardown.
+`end_process` (storage/teardown.py), since even then about one run in a hundred aborted during
+interpreter teardown.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
 import threading
 from datetime import date
 from pathlib import Path
@@ -31,6 +29,7 @@ import pyarrow.parquet as pq
 from storage.crash import crash_point
 from storage.parquet import COMPRESSION, ROW_GROUP_ROWS, SCHEMAS, to_table
 from storage.paths import UnitId
+from storage.teardown import end_process  # noqa: F401 - scripts that use Delta end through it
 
 PARTITION_BY = ["source", "account"]
 DATE = pa.field("date", pa.date32())
@@ -255,22 +254,3 @@ class DeltaWriter:
             self.writer = None
         self.spool.unlink(missing_ok=True)
 
-
-def end_process(code) -> None:
-    """Exit with `code` (as SystemExit takes it). When deltalake is loaded, output is flushed and
-    logging shut down, then the process ends without interpreter teardown, where delta-rs's runtime
-    can abort a finished run (rc 134) and a scheduler would mark it failed."""
-    if "deltalake" not in sys.modules:
-        raise SystemExit(code)
-    if code is None:
-        code = 0
-    elif not isinstance(code, int):
-        print(code, file=sys.stderr)
-        code = 1
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,14 +30,13 @@ from types import SimpleNamespace
 from normalize.models import Product
 from storage.budget import LocalCounters
 from storage.lock import FileLease
-from storage.parquet import ROWS_PER_FILE, PartitionWriter
+from storage.parquet import PartitionWriter
 from storage.paths import TABLES, UnitId, legacy_lock_path, legacy_state_path, lock_path, quarantine_path, state_path
 from storage.quarantine import Quarantine
 from storage.recovery import recover
 from storage.runlog import LocalRunLog
+from storage.settings import ROWS_PER_FILE, TABLE_FORMATS, DestinationSettings  # noqa: F401 - named here too
 from storage.state import KnownVersions, MetaStore, ProviderState, inherit_legacy_state
-
-TABLE_FORMATS = ("parquet", "delta")
 
 DRY_RUN_SAMPLES = 20
 
@@ -68,24 +67,6 @@ class DryRunSink:
 
     def discard(self) -> None:
         pass
-
-
-@dataclass(frozen=True)
-class DestinationSettings:
-    """Where the data goes: a folder (`data_dir`) or an object store (`s3`), and in which format."""
-
-    data_dir: Path
-    logs_dir: Path
-    table_format: str = "parquet"
-    s3: object | None = None  # storage.lake.objects.S3Location
-    lease_seconds: float = 900.0
-    file_mode: int = 0o640
-    rows_per_file: int = ROWS_PER_FILE
-    aws: dict = field(default_factory=dict, repr=False, compare=False)  # AWS_* read with the settings
-
-    @property
-    def url(self) -> str:
-        return self.s3.url if self.s3 is not None else str(self.data_dir)
 
 
 def open_destination(settings: DestinationSettings):

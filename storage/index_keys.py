@@ -18,8 +18,6 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from storage.paths import parse_file_name
 
 VERSION_BYTES = 12
@@ -75,6 +73,8 @@ def _day(t: datetime) -> str:
 def data_file_records(path: Path) -> tuple[list, list, list] | None:
     """(ids, raw_hashes, update times) of a data file of a record's own table (products: source_id,
     source_updated_at; orders: order_id, updated_at); None for a table of lines."""
+    import pyarrow.parquet as pq  # recovery's rare path: a run that needs none reads no Parquet
+
     names = set(pq.read_schema(path).names)
     if "raw_hash" not in names:
         return None

@@ -16,7 +16,6 @@ from itertools import accumulate, chain
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from normalize.models import DELETIONS_SCHEMA, SCHEMA, Product, arrow_rows
@@ -24,6 +23,7 @@ from normalize.order_models import ORDER_LINES_SCHEMA, ORDERS_SCHEMA
 from storage.crash import crash_point
 from storage.paths import (RUN_ID_RE, SOURCE_RE, TABLES, UnitId, dataset_root, file_name,  # noqa: F401
                            parse_file_name, partition_dir)
+from storage.settings import ROWS_PER_FILE  # 250,000 rows a file: why, in the comment below
 
 # A row group of 25,000 rows reads fast in DuckDB, Spark and pandas and bounds the writer's memory;
 # a file of 250,000 rows (about 25 MB here) is big enough that a large catalog is a few files, not
@@ -33,7 +33,6 @@ ROW_GROUP_ROWS = 25_000
 # 7,000 rows. A row group is held and encoded, so its size, not its row count, sets the writer's
 # memory: peak RSS 282 -> 185 MB on such a catalog, and 30% less CPU writing (bench/bulk.py).
 ROW_GROUP_BYTES = 16 * 1024 * 1024
-ROWS_PER_FILE = 250_000
 COMPRESSION = "zstd"
 # A column chunk keeps its dictionary while the dictionary stays under 32 KB, then goes on plain (the
 # writer's own fallback; the default limit, 1 MB, held every unique id, hash, URL, price and time of
@@ -91,6 +90,8 @@ class StagedFile:
     flush, fsync, rename into place, fsync the directory. Until then no reader can see it."""
 
     def __init__(self, path: Path, schema: pa.Schema = SCHEMA):
+        import pyarrow.parquet as pq  # the first file a run writes: a run with nothing new needs none (9 ms)
+
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.staging = path, path.with_name(f".{path.name}.tmp")
         self.handle = open(self.staging, "wb")

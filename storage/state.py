@@ -23,8 +23,6 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from storage.index_keys import (VERSION_BYTES, data_file_records, latest_hash, record_key, record_keys, run_order,
                                 version_key)
 from storage.paths import UnitId, legacy_state_path, state_path
@@ -96,6 +94,8 @@ def legacy_owner(data_dir: Path, provider: str) -> tuple[str | None, list[str]]:
 def _account_of(data_dir: Path, files: list[str]) -> str | None:
     """The account column of the first committed file that still exists (every row of a legacy
     state has the one account its provider had), or None when there is none."""
+    import pyarrow.parquet as pq  # an upgrade's rare path: a run that needs none reads no Parquet
+
     for name in files:
         path = data_dir / name
         if path.is_file():
@@ -325,6 +325,8 @@ class ProviderState:
     def adopt(self, data_dir: Path, paths: list[Path]) -> int:
         """Index Parquet files that exist but that this state does not know (a lost state file):
         each record's latest hash is that of its last row, files taken in the order of their runs."""
+        import pyarrow.parquet as pq  # recovery's rare path: a run that needs none reads no Parquet
+
         self._require_writable()
         self.con.execute("BEGIN IMMEDIATE")
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,29 @@ def test_no_module_outside_tests_sandbox_and_bench_is_over_400_lines():
 def test_the_command_line_module_is_only_the_command_line():
     lines = len((ROOT / "pipelines" / "run_pipeline.py").read_text().splitlines())
     assert lines < CLI_MAX_LINES, f"pipelines/run_pipeline.py has {lines} lines; move what is not the CLI out"
+
+
+def loaded_after(code: str, names: tuple[str, ...]) -> list[str]:
+    """Which of `names` are in sys.modules after `code` runs in a fresh interpreter."""
+    probe = f"import sys\n{code}\nprint(' '.join(n for n in {names!r} if n in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_the_command_line_loads_the_run_only_to_run():
+    """--help, a usage or settings error: no HTTP, no pyarrow, none of the run's modules (start-up time)."""
+    heavy = ("pyarrow", "numpy", "requests", "tenacity", "pipelines.run", "storage.destination", "normalize.models",
+             "connectors.shopify", "connectors.amazon", "connectors.ebay")
+    assert loaded_after("import pipelines.run_pipeline", heavy) == []
+
+
+def test_a_stream_loads_only_its_own_provider_and_records():
+    """A Shopify products run imports no other provider's code, nor the Parquet reader and the Delta
+    writer before it has something to read or write."""
+    others = ("connectors.amazon", "connectors.ebay", "connectors.ebay_orders", "connectors.shopify_orders",
+              "normalize.amazon", "normalize.ebay", "normalize.ebay_orders", "normalize.shopify_orders",
+              "storage.delta", "pyarrow.parquet")
+    code = "import pipelines.run\nfrom pipelines.streams import stream_of\nstream_of('shopify', 'products')"
+    assert "connectors.shopify" in loaded_after(code, ("connectors.shopify",))
+    assert loaded_after(code, others) == []
