@@ -15,7 +15,7 @@ from connectors.http import HttpClient, HttpSettings, ResponseError  # noqa: F40
 from connectors.settings import ShopifySettings
 from connectors.shopify_auth import HEADER
 from connectors.shopify_graphql import (FIRST_PAGE_SIZE, RESTART_AFTER_PAGES, CostBucket,  # noqa: F401 - re-exported
-                                        Resource, ShopifyGraphQL, crawl, record_cursor)
+                                        Resource, ShopifyGraphQL, crawl, follow_up_query, record_cursor)
 
 NAME = "shopify"
 PRODUCT_FIELDS = """id title handle vendor productType status tags createdAt updatedAt
@@ -37,9 +37,9 @@ PRODUCTS_QUERY = f"""query Products($first: Int!, $after: String, $query: String
   }}
 }}"""
 
-VARIANTS_QUERY = f"""query ProductVariants($id: ID!, $after: String) {{
+VARIANTS_QUERY = f"""query ProductVariants($id: ID!, $after: String, $childFirst: Int!) {{
   product(id: $id) {{
-    variants(first: 250, after: $after) {{
+    variants(first: $childFirst, after: $after) {{
       pageInfo {{ hasNextPage endCursor }}
       nodes {{ {VARIANT_FIELDS} }}
     }}
@@ -48,13 +48,15 @@ VARIANTS_QUERY = f"""query ProductVariants($id: ID!, $after: String) {{
 
 BULK_QUERY = shopify_bulk.bulk_query(PRODUCT_FIELDS, VARIANT_FIELDS)
 QUERIES = (PRODUCTS_QUERY, VARIANTS_QUERY, shopify_bulk.START_MUTATION, shopify_bulk.POLL_QUERY,
-           shopify_bulk.COUNT_QUERY, BULK_QUERY)
+           shopify_bulk.COUNT_QUERY, BULK_QUERY,
+           # a page that also asks for more variants of two held products, and those alone
+           follow_up_query(PRODUCTS_QUERY, VARIANTS_QUERY, 2), follow_up_query(None, VARIANTS_QUERY, 2))
 # The learned page size is kept under a key of the query text: a changed query starts afresh.
 PAGE_SIZE_HINT = "shopify_page_size_" + hashlib.sha256(PRODUCTS_QUERY.encode()).hexdigest()[:12]
 
 
 PRODUCTS = Resource(root="products", query=PRODUCTS_QUERY, child="variants", child_first_variable="variantsFirst",
-                    child_query=VARIANTS_QUERY, child_root="product", bulk_query=BULK_QUERY,
+                    child_query=VARIANTS_QUERY, child_first=250, child_root="product", bulk_query=BULK_QUERY,
                     count_query=shopify_bulk.COUNT_QUERY, count_root="productsCount", hint_key=PAGE_SIZE_HINT,
                     scope="read_products")
 _CostBucket = CostBucket  # the name the pacing tests know

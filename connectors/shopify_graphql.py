@@ -20,6 +20,7 @@ from connectors.http import AuthError, HttpClient, ResponseError, RetryableError
 from connectors.oauth import request_with_refresh
 from connectors.settings import ShopifySettings
 from connectors.shopify_auth import PRODUCT_SCOPES, make_auth
+from connectors.shopify_children import extend, follow_up_query, next_children  # noqa: F401 - re-exported
 
 log = logging.getLogger("pipeline.shopify")
 
@@ -27,7 +28,13 @@ NAME = "shopify"
 MAX_QUERY_COST = 1000  # Shopify refuses a single query that requests more (MAX_COST_EXCEEDED)
 MAX_PAGE_SIZE = 250  # a connection page holds at most 250 nodes
 FIRST_PAGE_SIZE = 10  # until Shopify has told us what a record costs
-CHILDREN_INLINE = 10  # first page of children (variants, line items) inline; the rest by follow-up
+CHILDREN_INLINE = 10  # first page of children (variants, line items) inline; the rest by follow-ups
+# A record whose children continue is held until a later page query asks, beside its own records,
+# for the next FOLLOW_UP_CHILDREN of them (an aliased field a held record, as many as the cost cap
+# allows; the page gets what is left): some children more cost points, not a request a record.
+# Records leave in order once complete; what is still left after one follow-up (a product with
+# hundreds of variants) comes one query a record.
+FOLLOW_UP_CHILDREN = 20
 RESTART_AFTER_PAGES = 20  # re-issue the filtered query so no paging cap or stale cursor ends a crawl
 
 
@@ -39,7 +46,8 @@ class Resource:
     query: str  # the page query: $first, $after, $query and the children's page size
     child: str  # "variants": the child connection, merged into the record as a list
     child_first_variable: str  # the page query's variable for the children's page size
-    child_query: str  # the follow-up query for more children: $id, $after
+    child_query: str  # the follow-up query for more children: $id, $after, $childFirst
+    child_first: int  # the most children one follow-up asks for (the cost cap allows)
     child_root: str  # "product": the follow-up query's root field
     bulk_query: str
     count_query: str
@@ -80,27 +88,35 @@ def crawl(api: "ShopifyGraphQL", resource: Resource, *, since, lookback: timedel
         except shopify_bulk.BulkUnavailable as exc:
             log.warning("shopify: %s; paging instead", str(exc).split(": ", 1)[-1])
     query_filter = updated_filter(since[0] - lookback, ">") if since else None
-    last_key = None
+    last_key, after, pages, held = None, None, 0, []
     while True:
-        restart = False
-        for pages, (nodes, has_next) in enumerate(api.pages(resource, query_filter), start=1):
-            for node in nodes:
-                key = record_cursor(node)
-                if key is not None and last_key is not None and key <= last_key:
-                    continue  # already yielded before a restart
-                last_key = key or last_key
-                if (since and key is not None and key <= since and _more_children(node, resource.child)
-                        and (node["id"], key[0]) in known):
-                    log.debug("shopify: %s unchanged since it was written; its %s are not fetched again",
-                              node["id"], resource.child)
-                    continue
-                yield api.with_all_children(node, resource)
-            if has_next and pages >= restart_after_pages and last_key is not None:
-                restart = True
-                break
-        if not restart:
+        # The page query also asks for more children of earlier records still held (`held`),
+        # which are yielded, complete and in order, as soon as they are ready.
+        connection = api.page(resource, query_filter, after, held)
+        yield from api.all_children(api.take_ready(held, resource), resource)
+        pages += 1
+        for node in connection.get("nodes") or []:
+            key = record_cursor(node)
+            if key is not None and last_key is not None and key <= last_key:
+                continue  # already yielded before a restart
+            last_key = key or last_key
+            if (since and key is not None and key <= since and _more_children(node, resource.child)
+                    and (node["id"], key[0]) in known):
+                log.debug("shopify: %s unchanged since it was written; its %s are not fetched again",
+                          node["id"], resource.child)
+                continue
+            held.append(node)
+        page_info = connection.get("pageInfo") or {}
+        if not (page_info.get("hasNextPage") and page_info.get("endCursor")):
             break
-        query_filter = updated_filter(last_key[0], ">=")
+        if pages >= restart_after_pages and last_key is not None:
+            # Re-issue the filtered query so no paging cap or stale cursor ends a crawl.
+            query_filter, after, pages = updated_filter(last_key[0], ">="), None, 0
+        else:
+            after = page_info["endCursor"]
+    while held:
+        api.page(resource, None, None, held, records=False)
+        yield from api.all_children(api.take_ready(held, resource), resource)
     if hints is not None and api.cost_per_record and api.page_size != _stored_page_size(hints, resource):
         hints.set(resource.hint_key, api.page_size)
 
@@ -170,45 +186,101 @@ class ShopifyGraphQL:
         self.page_size = FIRST_PAGE_SIZE
         self.cost_per_record: float | None = None
         self.child_query_cost: float | None = None
+        self.follow_up_cost: float | None = None  # the requested cost of one record's follow-up field
+        self.followed: set[str] = set()  # the held records whose children have been asked for beside a page
         self.access_denied_scope = scopes[0]
 
-    def pages(self, resource: Resource, query_filter: str | None):
-        """Yield (record nodes, has_next_page) for one filtered, cursor-paged query."""
-        after = None
+    def page(self, resource: Resource, query_filter, after, held: list, *, records: bool = True) -> dict:
+        """One page of records (the root connection), asking in the same query for the next
+        children of as many `held` records as the cost cap allows, which are extended in place;
+        with `records` False, only those children (the crawl's end). Returns the root connection."""
+        candidates = [node for node in held if next_children(node, resource.child) and node["id"] not in self.followed]
         while True:
-            connection = self._page(resource, query_filter, after)
-            page_info = connection.get("pageInfo") or {}
-            has_next = bool(page_info.get("hasNextPage")) and bool(page_info.get("endCursor"))
-            yield connection.get("nodes") or [], has_next
-            if not has_next:
-                return
-            after = page_info["endCursor"]
-
-    def _page(self, resource: Resource, query_filter, after) -> dict:
-        while True:
-            first = self.page_size
-            variables = {"first": first, "after": after, "query": query_filter,
-                         resource.child_first_variable: CHILDREN_INLINE}
-            estimate = first * self.cost_per_record if self.cost_per_record else None
+            first, wanting = self._sizes(candidates, records)
+            if candidates and not wanting:  # none fits beside a page: one query a record
+                self.followed.update(node["id"] for node in candidates)
+            if not (records or wanting):
+                return {}
+            variables = {"childFirst": min(FOLLOW_UP_CHILDREN, resource.child_first)} if wanting else {}
+            for i, node in enumerate(wanting):
+                variables[f"id{i}"], variables[f"after{i}"] = node["id"], next_children(node, resource.child)
+            if records:
+                variables.update({"first": first, "after": after, "query": query_filter,
+                                  resource.child_first_variable: CHILDREN_INLINE})
+            query = follow_up_query(resource.query if records else None, resource.child_query, len(wanting))
+            estimate = ((first * self.cost_per_record if self.cost_per_record else 0)
+                        + (len(wanting) * self._follow_up_cost() if wanting else 0)) or None
             try:
-                body = self._query(resource.query, variables, estimate)
+                body = self._query(query, variables, estimate)
             except QueryTooCostly as exc:
-                if first == 1:
+                if first <= 1 and not wanting:
                     raise
-                self.page_size = max(1, math.floor(first * exc.max_cost / exc.cost))
+                if wanting:  # costlier than learned or guessed: fewer beside a page, or none
+                    self.follow_up_cost = self._follow_up_cost() * max(2.0, exc.cost / exc.max_cost)
+                if first > 1:
+                    self.page_size = max(1, math.floor(first * exc.max_cost / exc.cost))
                 continue
-            self._learn_page_size(body, first)
-            return _dig(body, "data", resource.root)
+            self._learn_costs(body, first, len(wanting))
+            self.followed.update(node["id"] for node in wanting)
+            for i, node in enumerate(wanting):
+                extend(node, resource.child, body["data"], f"more{i}")
+            return _dig(body, "data", resource.root) if records else {}
 
-    def _learn_page_size(self, body: dict, first: int) -> None:
+    def _sizes(self, wanting: list, records: bool) -> tuple[int, list]:
+        """The next query's page size (0 for none) and the follow-ups that fit beside one record."""
+        if records and not self.cost_per_record:
+            return self.page_size, []  # a crawl's first query: what a record costs is learned from it
+        limit, record = self._limit(), self.cost_per_record if records else 0
+        each = self._follow_up_cost()
+        if each == math.inf:
+            wanting = []
+        elif each:
+            wanting = wanting[:max(0, math.floor((limit - record) / each))]
+        if not records:
+            return 0, wanting
+        reserved = len(wanting) * each if wanting else 0
+        return max(1, min(self.page_size, math.floor((limit - reserved) / record))), wanting
+
+    def _follow_up_cost(self) -> float:
+        """What one record's follow-up field costs, as learned; until then, guessed from a record's
+        cost (the follow-up asks for FOLLOW_UP_CHILDREN children where a record asks for CHILDREN_INLINE)."""
+        return self.follow_up_cost or (self.cost_per_record or 0) * FOLLOW_UP_CHILDREN / CHILDREN_INLINE
+
+    def _limit(self) -> float:
+        return MAX_QUERY_COST if self.bucket.maximum is None else min(MAX_QUERY_COST, self.bucket.maximum)
+
+    def _learn_costs(self, body: dict, first: int, follow_ups: int) -> None:
         # The requested cost scales with `first`; dividing it all by `first` over-counts the fixed
-        # part, so the page size derived here is safely below the cap.
+        # part, so the page size derived here is safely below the cap. A record's cost is learned
+        # from a query without follow-ups (a crawl's first), a follow-up's from the others.
         requested = _requested_cost(body)
         if not requested:
             return
-        self.cost_per_record = requested / first
-        limit = MAX_QUERY_COST if self.bucket.maximum is None else min(MAX_QUERY_COST, self.bucket.maximum)
-        self.page_size = max(1, min(MAX_PAGE_SIZE, math.floor(limit / self.cost_per_record)))
+        if not follow_ups:
+            if first:
+                self.cost_per_record = requested / first
+                self.page_size = max(1, min(MAX_PAGE_SIZE, math.floor(self._limit() / self.cost_per_record)))
+        elif first == 0 or self.cost_per_record:
+            rest = (requested - first * (self.cost_per_record or 0)) / follow_ups
+            if rest > 0:
+                self.follow_up_cost = math.ceil(rest)
+
+    def take_ready(self, held: list, resource: Resource) -> list:
+        """Remove from `held` and return its leading records that are ready: their children end,
+        or have been asked for once beside a page (the rest then come one query a record)."""
+        ready = 0
+        for node in held:
+            if next_children(node, resource.child) and node["id"] not in self.followed:
+                break
+            ready += 1
+        done, held[:] = held[:ready], held[ready:]
+        for node in done:
+            self.followed.discard(node.get("id") if isinstance(node, dict) else None)
+        return done
+
+    def all_children(self, nodes: list, resource: Resource) -> Iterator:
+        for node in nodes:
+            yield self.with_all_children(node, resource)
 
     def with_all_children(self, node, resource: Resource):
         """The record with its child connection replaced by the full list of its children."""
@@ -217,10 +289,10 @@ class ShopifyGraphQL:
             return node  # malformed: the normalizer quarantines it with a reason
         connection = node[child]
         children = list(connection.get("nodes") or [])
-        page_info = connection.get("pageInfo") or {}
-        after = page_info.get("endCursor") if page_info.get("hasNextPage") else None
+        after = next_children(node, child)
         while after:
-            body = self._query(resource.child_query, {"id": node.get("id"), "after": after}, self.child_query_cost)
+            body = self._query(resource.child_query, {"id": node.get("id"), "after": after,
+                                                      "childFirst": resource.child_first}, self.child_query_cost)
             self.child_query_cost = _requested_cost(body) or self.child_query_cost
             parent = _dig(body, "data", resource.child_root, optional=True)
             if parent is None:  # deleted while we were paging: keep what we have

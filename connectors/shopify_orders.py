@@ -24,7 +24,7 @@ from connectors.http import HttpClient
 from connectors.settings import ShopifySettings
 from connectors.shopify import make_client  # noqa: F401 - one client per shop, whatever the stream
 from connectors.shopify_auth import MissingScope
-from connectors.shopify_graphql import RESTART_AFTER_PAGES, Resource, ShopifyGraphQL, crawl, record_cursor  # noqa: F401
+from connectors.shopify_graphql import RESTART_AFTER_PAGES, Resource, ShopifyGraphQL, crawl, follow_up_query, record_cursor  # noqa: F401
 
 log = logging.getLogger("pipeline.shopify")
 
@@ -43,9 +43,9 @@ LINE_FIELDS = f"""id name sku quantity currentQuantity vendor variant {{ id }} p
         originalUnitPriceSet {SHOP_MONEY} discountedUnitPriceSet {SHOP_MONEY} totalDiscountSet {SHOP_MONEY}"""
 # 100 a page: a line item holds nine objects (itself, variant, product, three money bags with
 # their shop money), so 250 would ask for 2,254 points, over the 1,000-point single-query cap.
-LINE_ITEMS_QUERY = f"""query OrderLineItems($id: ID!, $after: String) {{
+LINE_ITEMS_QUERY = f"""query OrderLineItems($id: ID!, $after: String, $childFirst: Int!) {{
   order(id: $id) {{
-    lineItems(first: 100, after: $after) {{
+    lineItems(first: $childFirst, after: $after) {{
       pageInfo {{ hasNextPage endCursor }}
       nodes {{ {LINE_FIELDS} }}
     }}
@@ -78,14 +78,15 @@ def _bulk_query(customer: bool) -> str:
 def _resource(customer: bool) -> Resource:
     query = _orders_query(customer)
     return Resource(root="orders", query=query, child="lineItems", child_first_variable="lineItemsFirst",
-                    child_query=LINE_ITEMS_QUERY, child_root="order", bulk_query=_bulk_query(customer),
+                    child_query=LINE_ITEMS_QUERY, child_first=100, child_root="order", bulk_query=_bulk_query(customer),
                     count_query=COUNT_QUERY, count_root="ordersCount",
                     hint_key="shopify_orders_page_size_" + hashlib.sha256(query.encode()).hexdigest()[:12],
                     scope="read_orders")
 
 
 QUERIES = (_orders_query(False), _orders_query(True), LINE_ITEMS_QUERY, SCOPES_QUERY, COUNT_QUERY,
-           _bulk_query(False), _bulk_query(True))
+           _bulk_query(False), _bulk_query(True),
+           follow_up_query(_orders_query(False), LINE_ITEMS_QUERY, 2), follow_up_query(None, LINE_ITEMS_QUERY, 2))
 
 
 def iter_records(

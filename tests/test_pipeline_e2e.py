@@ -71,7 +71,9 @@ def test_the_page_size_learned_from_reported_costs_carries_over_to_the_next_run(
     assert first_run[0] == 10 and first_run[-1] > 10  # no cost known yet, then sized by the reported cost
     count = len(sandbox.api_requests())
     run(sandbox, "--providers", "shopify")
-    assert firsts(sandbox.api_requests()[count:])[0] == first_run[-1]
+    # the page size last learned, at least the largest page asked for before (pages that also ask
+    # for more variants of held products hold fewer records)
+    assert firsts(sandbox.api_requests()[count:])[0] >= max(first_run) > 10
     # a dry run neither reads nor keeps hints: it writes nothing, in the state or anywhere else
     count = len(sandbox.api_requests())
     run(sandbox, "--providers", "shopify", "--dry-run")

@@ -9,7 +9,7 @@ import pytest
 from graphql import execute
 
 from bench.dlt_products import QUERY as DLT_SHAPED  # the query a dlt user sends
-from connectors.shopify import PRODUCTS_QUERY, VARIANTS_QUERY
+from connectors.shopify import PRODUCTS_QUERY, VARIANTS_QUERY, follow_up_query
 from connectors.shopify_events import DESTROYED_PRODUCTS, EVENTS_QUERY
 from sandbox.catalog import CatalogSpec
 from sandbox.graphql_exec import Unsupported, execute_query
@@ -28,7 +28,10 @@ ONE_PRODUCT = """{ product(id: "gid://shopify/Product/8000017") { id title varia
 CASES = [
     (PRODUCTS_QUERY, {"first": 30, "after": None, "query": None, "variantsFirst": 10}),
     (PRODUCTS_QUERY, {"first": 5, "after": None, "query": "updated_at:>'2026-06-01T00:00:00Z'", "variantsFirst": 10}),
-    (VARIANTS_QUERY, {"id": "gid://shopify/Product/8000017", "after": "MTA="}),
+    (VARIANTS_QUERY, {"id": "gid://shopify/Product/8000017", "after": "MTA=", "childFirst": 250}),
+    (follow_up_query(PRODUCTS_QUERY, VARIANTS_QUERY, 2),  # a page with more variants of two products
+     {"first": 5, "after": None, "query": None, "variantsFirst": 5, "childFirst": 20,
+      "id0": "gid://shopify/Product/8000017", "after0": "NQ==", "id1": "gid://shopify/Product/8000034", "after1": None}),
     (DLT_SHAPED, {"first": 9, "after": None}),
     (EDGES_ALIASES_FRAGMENTS, {"n": 12}),
     (ONE_PRODUCT, {}),

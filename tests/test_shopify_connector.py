@@ -99,17 +99,103 @@ def test_throttled_answer_with_http_429_is_handled_the_same_way(clock):
     assert clock.sleeps == [pytest.approx(8.0)]
 
 
+def variants(first: int, count: int, more: bool, cursor: str) -> dict:
+    return {"variants": {"pageInfo": {"hasNextPage": more, "endCursor": cursor},
+                         "nodes": [{"id": f"gid://shopify/ProductVariant/9{first + i}", "price": "2.00"}
+                                   for i in range(count)]}}
+
+
 @responses.activate
 def test_products_with_more_variants_get_the_rest_fetched(clock):
     responses.post(URL, json=page([node(1, variants=2, more=True)], False))
-    responses.post(URL, json={"data": {"product": {"variants": {
-        "pageInfo": {"hasNextPage": False, "endCursor": "v2"},
-        "nodes": [{"id": "gid://shopify/ProductVariant/99", "price": "2.00"}]}}}})
+    responses.post(URL, json={"data": {"more0": variants(0, 1, False, "v2")}})
     [record] = shopify.iter_records(http(clock), SHOP)
     assert len(record["variants"]) == 3
     follow_up = sent(responses.calls[1])
-    assert follow_up["query"] == shopify.VARIANTS_QUERY
-    assert follow_up["variables"] == {"id": "gid://shopify/Product/1", "after": "v1"}
+    assert follow_up["query"] == shopify.follow_up_query(None, shopify.VARIANTS_QUERY, 1)
+    assert follow_up["variables"] == {"id0": "gid://shopify/Product/1", "after0": "v1", "childFirst": 20}
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_more_variants_ride_along_with_the_next_page_and_records_keep_their_order(clock):
+    responses.post(URL, json=page([node(1, variants=2, more=True), node(2), node(3, variants=1, more=True)], True,
+                                  requested=300))
+    second = page([node(4)], False, requested=300 + 2 * 24)
+    second["data"].update(more0=variants(0, 3, False, "a"), more1=variants(10, 2, False, "b"))
+    responses.post(URL, json=second)
+    records = list(shopify.iter_records(http(clock), SHOP))
+    assert [r["id"][-1] for r in records] == ["1", "2", "3", "4"]
+    assert [len(r["variants"]) for r in records] == [5, 1, 3, 1]
+    assert all(isinstance(r["variants"], list) for r in records)
+    page_two = sent(responses.calls[1])
+    assert page_two["query"] == shopify.follow_up_query(shopify.PRODUCTS_QUERY, shopify.VARIANTS_QUERY, 2)
+    variables = page_two["variables"]
+    assert (variables["id0"], variables["after0"], variables["id1"], variables["after1"]) == (
+        "gid://shopify/Product/1", "v1", "gid://shopify/Product/3", "v1")
+    # 300 points for 10 records, and a follow-up (20 variants) guessed at two records' worth (10
+    # variants each): 1000 - 2 x 60 points left for 29 records
+    assert variables["first"] == 29
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_held_products_wait_in_order_when_the_cost_cap_leaves_room_for_fewer_follow_ups(clock):
+    # 300 points a record: beside one record, one follow-up fits (guessed at 600 points)
+    responses.post(URL, json=page([node(1, more=True), node(2, more=True)], True, requested=3000))
+    second = page([node(3)], False, requested=300 + 100)  # one follow-up costs 100, as learned here
+    second["data"].update(more0=variants(0, 2, False, "a"))
+    responses.post(URL, json=second)
+    responses.post(URL, json={"data": {"more0": variants(10, 4, False, "b")}})
+    records = list(shopify.iter_records(http(clock), SHOP))
+    assert [r["id"][-1] for r in records] == ["1", "2", "3"]
+    assert [len(r["variants"]) for r in records] == [3, 5, 1]
+    page_two, last = sent(responses.calls[1])["variables"], sent(responses.calls[2])
+    assert (page_two["first"], page_two["id0"], "id1" in page_two) == (1, "gid://shopify/Product/1", False)
+    assert last["query"] == shopify.follow_up_query(None, shopify.VARIANTS_QUERY, 1)
+    assert last["variables"]["id0"] == "gid://shopify/Product/2"
+    assert len(responses.calls) == 3
+
+
+@responses.activate
+def test_a_follow_up_costlier_than_guessed_is_asked_again_with_fewer_beside_the_page(clock):
+    responses.post(URL, json=page([node(1, more=True)], True, requested=200))
+    responses.post(URL, json={"errors": [{"message": "Query cost is 1400", "extensions": {
+        "code": "MAX_COST_EXCEEDED", "cost": 1400, "maxCost": 1000}}]})
+    second = page([node(2)], False, requested=300)
+    second["data"].update(more0=variants(0, 1, False, "a"))
+    responses.post(URL, json=second)
+    records = list(shopify.iter_records(http(clock), SHOP))
+    assert [len(r["variants"]) for r in records] == [2, 1]
+    refused, retried = (sent(c)["variables"] for c in responses.calls[1:3])
+    assert refused["id0"] == retried["id0"] == "gid://shopify/Product/1"
+    assert retried["first"] < refused["first"]  # the page shrank, and the follow-up is still asked
+    assert len(responses.calls) == 3
+
+
+@responses.activate
+def test_variants_left_after_the_follow_up_come_one_query_a_product_and_a_deleted_product_keeps_its_own(clock):
+    responses.post(URL, json=page([node(1, variants=1, more=True), node(2, variants=1, more=True)], True))
+    second = page([node(3)], False)
+    second["data"].update(more0=variants(0, 20, True, "after-20"), more1=None)  # product 2 deleted meanwhile
+    responses.post(URL, json=second)
+    responses.post(URL, json={"data": {"product": variants(100, 30, False, "end")}})
+    records = list(shopify.iter_records(http(clock), SHOP))
+    assert [len(r["variants"]) for r in records] == [51, 1, 1]
+    last = sent(responses.calls[2])
+    assert last["query"] == shopify.VARIANTS_QUERY
+    assert last["variables"] == {"id": "gid://shopify/Product/1", "after": "after-20", "childFirst": 250}
+    assert len(responses.calls) == 3
+
+
+@responses.activate
+def test_an_answer_without_the_follow_up_field_leaves_the_rest_to_a_query_of_its_own(clock):
+    responses.post(URL, json=page([node(1, variants=1, more=True)], False))
+    responses.post(URL, json={"data": {}})
+    responses.post(URL, json={"data": {"product": variants(0, 2, False, "end")}})
+    [record] = shopify.iter_records(http(clock), SHOP)
+    assert len(record["variants"]) == 3
+    assert sent(responses.calls[2])["variables"]["after"] == "v1"
 
 
 @responses.activate
