@@ -117,7 +117,7 @@ def normalized_batches(downloaded, job: Job, workers: int = WORKERS) -> Iterator
             conns.append(mine)
         if not all([_receive(conn, procs[conn]) for conn in conns]):  # each worker's first word: grouped?
             log.info("the bulk result is not in grouped order: read in one process")
-            _stop(procs.values())
+            stop_workers(procs.values())
             yield from (normalize_to_arrow(raws, job) for raws in batched(downloaded, BATCH_SIZE))
             return
         while conns:
@@ -131,7 +131,7 @@ def normalized_batches(downloaded, job: Job, workers: int = WORKERS) -> Iterator
                 else:
                     yield batch
     finally:
-        _stop(procs.values())
+        stop_workers(procs.values())
         for conn in procs:
             conn.close()
 
@@ -143,12 +143,12 @@ def _receive(conn, proc):
         proc.join(timeout=5)
         raise WorkerFailed(f"{proc.name} ended without finishing its part of the bulk result "
                            f"(exit code {proc.exitcode}); nothing of it was committed") from None
-    if isinstance(message, _Failure):
+    if isinstance(message, WorkerFailure):
         raise WorkerFailed(f"{proc.name} failed reading the bulk result: {message.error}")
     return message
 
 
-def _stop(procs) -> None:
+def stop_workers(procs) -> None:
     for proc in procs:
         if proc.is_alive():
             proc.terminate()
@@ -159,7 +159,7 @@ def _stop(procs) -> None:
 
 
 @dataclass(frozen=True)
-class _Failure:
+class WorkerFailure:
     error: str
 
 
@@ -176,7 +176,7 @@ def _work(downloaded, start: int, end: int, job: Job, conn) -> None:
                 conn.send(None)
     except BaseException as exc:  # noqa: BLE001 - reported to the run, which fails the unit
         try:
-            conn.send(_Failure(f"{type(exc).__name__}: {exc}"))
+            conn.send(WorkerFailure(f"{type(exc).__name__}: {exc}"))
         except (OSError, ValueError):
             pass  # the run has gone (it stopped reading): nothing to tell
     finally:

@@ -69,7 +69,8 @@ class Settings:
     not_configured: dict[str, str] = field(default_factory=dict)  # provider with no account -> why
     warnings: tuple[str, ...] = ()  # for the log, once per run
     accounts_file: Path | None = None
-    bulk_workers: int = 2  # PIPELINE_BULK_WORKERS: processes reading a large downloaded bulk result (1: this one)
+    bulk_workers: int = 2  # PIPELINE_BULK_WORKERS: processes reading a large downloaded bulk result (1: this
+    # one); 2 or more: a long paged crawl's batches are normalized by a worker process too
     orders_lookback: timedelta = timedelta(minutes=60)
     orders_customer_key: SecretStr | None = None  # PIPELINE_ORDERS_CUSTOMER=hash: the HMAC key
     orders_key_problem: str | None = None  # its reference did not resolve: orders units fail with this

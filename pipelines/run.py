@@ -20,7 +20,7 @@ from connectors.shopify_graphql import AccessDenied
 from connectors.http import CircuitOpen, HttpSettings, Pacer
 from connectors.redact import Redactor, remember
 from connectors.shopify_bulk import Checkpoint, DownloadedResult
-from pipelines import accounts, bulk_split, outcome
+from pipelines import accounts, bulk_split, outcome, paging_split
 from pipelines.config import Settings
 from pipelines.runtime import Runtime
 from pipelines.streams import UNAVAILABLE, stream_of
@@ -165,22 +165,37 @@ def extract_load(store, unit: UnitId, account, settings: Settings, opts: RunOpti
     if opts.limit is not None or workers < 2:  # a downloaded result read in this process
         records = read_here(records)
     progress = Progress(str(unit))
-    for raws in batches(islice(records, opts.limit), BATCH_SIZE):
-        if isinstance(raws, DownloadedResult):  # a bulk result on disk: worker processes normalize it
-            high_water_mark = max(high_water_mark, load_downloaded(store, stream, raws, account, run_id, rt, result,
-                                                                   progress, workers), key=_cursor_key)
-            continue
-        crash_point("after_fetch")
-        result.fetched += len(raws)
-        high_water_mark = max([high_water_mark, *map(stream.connector.record_cursor, raws)], key=_cursor_key)
-        normalized = normalize_batch(raws, stream.normalize, stream.identity, account=account.account,
-                                     run_id=run_id, fetched_at=rt.now(), quarantine=store.quarantine)
-        new = keep_new(normalized, store.state)
-        store.write([stream.rows(record) for record in new])
-        result.written += len(new)
-        result.duplicates += len(normalized) - len(new)
-        result.quarantined = store.quarantine.count
-        progress.update(result)
+    worker = None  # a long crawl's batches are normalized by a worker process (pipelines/paging_split.py)
+    try:
+        for n, raws in enumerate(batches(islice(records, opts.limit), BATCH_SIZE)):
+            if isinstance(raws, DownloadedResult):  # a bulk result on disk: worker processes normalize it
+                high_water_mark = max(high_water_mark, load_downloaded(store, stream, raws, account, run_id, rt,
+                                                                       result, progress, workers), key=_cursor_key)
+                continue
+            crash_point("after_fetch")
+            result.fetched += len(raws)
+            if worker is None and n >= paging_split.START_AFTER and workers >= 2 and opts.limit is None:
+                worker = paging_split.PagingWorker(_job(stream, account, run_id, rt))
+            if worker is not None and worker.is_ready():
+                for batch in worker.send(raws, rt.now()):
+                    high_water_mark = max(high_water_mark, load_normalized(store, stream, batch, result, progress),
+                                          key=_cursor_key)
+                continue
+            high_water_mark = max([high_water_mark, *map(stream.connector.record_cursor, raws)], key=_cursor_key)
+            normalized = normalize_batch(raws, stream.normalize, stream.identity, account=account.account,
+                                         run_id=run_id, fetched_at=rt.now(), quarantine=store.quarantine)
+            new = keep_new(normalized, store.state)
+            store.write([stream.rows(record) for record in new])
+            result.written += len(new)
+            result.duplicates += len(normalized) - len(new)
+            result.quarantined = store.quarantine.count
+            progress.update(result)
+        for batch in worker.drain() if worker is not None else ():
+            high_water_mark = max(high_water_mark, load_normalized(store, stream, batch, result, progress),
+                                  key=_cursor_key)
+    finally:
+        if worker is not None:
+            worker.close()
     meta = {"high_water_mark": _cursor_json(high_water_mark)}
     if stream.deletions is not None:
         meta["deletions_mark"] = extract_deletions(store, stream, account, settings, opts, run_id, rt, http, result)
@@ -193,28 +208,39 @@ def extract_load(store, unit: UnitId, account, settings: Settings, opts: RunOpti
     result.samples = store.samples
 
 
+def _job(stream, account, run_id: str, rt: Runtime) -> bulk_split.Job:
+    """What a worker process needs to normalize this unit's records as this process would."""
+    return bulk_split.Job(stream.normalize, stream.identity, stream.connector.record_cursor, stream.tables,
+                          account.account, run_id, rt.now())
+
+
 def load_downloaded(store, stream, downloaded: DownloadedResult, account, run_id: str, rt: Runtime,
                     result: ProviderResult, progress: Progress, workers: int):
     """normalize (in worker processes) -> dedup -> write for a downloaded bulk result, batch by
     batch as for records; returns the greatest cursor seen."""
-    job = bulk_split.Job(stream.normalize, stream.identity, stream.connector.record_cursor, stream.tables,
-                         account.account, run_id, rt.now())
     high_water_mark = None
+    job = _job(stream, account, run_id, rt)
     with closing(bulk_split.normalized_batches(downloaded, job, workers)) as normalized:  # closed: workers stop
         for batch in normalized:
             crash_point("after_fetch")
             result.fetched += batch.fetched
-            high_water_mark = max(high_water_mark, batch.cursor, key=_cursor_key)
-            for entry in batch.rejects:
-                store.quarantine.add(**entry)
-            new = keep_new_rows(batch, store.state)
-            for table, rows in new.items():
-                store.write_table(table, rows)
-            result.written += new[stream.tables[0]].num_rows
-            result.duplicates += len(batch.versions) - new[stream.tables[0]].num_rows
-            result.quarantined = store.quarantine.count
-            progress.update(result)
+            high_water_mark = max(high_water_mark, load_normalized(store, stream, batch, result, progress),
+                                  key=_cursor_key)
     return high_water_mark
+
+
+def load_normalized(store, stream, batch: bulk_split.NormalizedBatch, result: ProviderResult, progress: Progress):
+    """dedup -> write for a batch normalized in another process; returns its greatest cursor."""
+    for entry in batch.rejects:
+        store.quarantine.add(**entry)
+    new = keep_new_rows(batch, store.state)
+    for table, rows in new.items():
+        store.write_table(table, rows)
+    result.written += new[stream.tables[0]].num_rows
+    result.duplicates += len(batch.versions) - new[stream.tables[0]].num_rows
+    result.quarantined = store.quarantine.count
+    progress.update(result)
+    return batch.cursor
 
 
 def extract_deletions(store: LocalUnit, stream, account, settings: Settings, opts: RunOptions, run_id: str,

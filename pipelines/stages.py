@@ -138,6 +138,8 @@ def keep_new_rows(batch, state: ProviderState) -> dict:
 
     flags = state.keep_changed([(source_id, digest) for source_id, digest, _ in batch.versions])
     state.remember_versions([(source_id, updated) for source_id, _, updated in batch.versions])
+    if all(flags):  # a first run's batches: every row is kept, and filtering nested columns is not free
+        return {table: rows for table, (rows, _) in batch.tables.items()}
     new = pa.array(flags, pa.bool_())
     return {table: rows.filter(new.take(owners)) for table, (rows, owners) in batch.tables.items()}
 

@@ -14,8 +14,9 @@ POINTS = ("after_fetch", "mid_tmp_write", "after_fsync", "after_rename", "betwee
 # Reached only by a run into a Delta table (tests/test_lake_crash.py): the rows spooled and the
 # lease marked as committing, nothing appended yet; the commit made, the state not yet written.
 DELTA_POINTS = ("before_delta_commit", "between_data_and_state")
-# Reached in a worker process reading a bulk result (pipelines/bulk_split.py; tests/test_bulk_split.py).
-WORKER_POINTS = ("in_bulk_worker",)
+# Reached in a worker process reading a bulk result (pipelines/bulk_split.py; tests/test_bulk_split.py)
+# or normalizing a paged crawl's batches (pipelines/paging_split.py; tests/test_paging_split.py).
+WORKER_POINTS = ("in_bulk_worker", "in_paging_worker")
 
 
 def armed(name: str) -> bool:
