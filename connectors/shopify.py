@@ -10,12 +10,13 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from connectors import shopify_bulk
+from connectors import shopify_bulk, shopify_events
 from connectors.http import HttpClient, HttpSettings, ResponseError  # noqa: F401 - ResponseError: re-exported
 from connectors.settings import ShopifySettings
 from connectors.shopify_auth import HEADER
 from connectors.shopify_graphql import (FIRST_PAGE_SIZE, RESTART_AFTER_PAGES, CostBucket,  # noqa: F401 - re-exported
-                                        Resource, ShopifyGraphQL, crawl, follow_up_query, record_cursor)
+                                        Resource, ShopifyGraphQL, combined_query, crawl, follow_up_query,
+                                        record_cursor)
 
 NAME = "shopify"
 PRODUCT_FIELDS = """id title handle vendor productType status tags createdAt updatedAt
@@ -47,10 +48,13 @@ VARIANTS_QUERY = f"""query ProductVariants($id: ID!, $after: String, $childFirst
 }}"""
 
 BULK_QUERY = shopify_bulk.bulk_query(PRODUCT_FIELDS, VARIANT_FIELDS)
+_BESIDE = shopify_events.companion(since=None)
 QUERIES = (PRODUCTS_QUERY, VARIANTS_QUERY, shopify_bulk.START_MUTATION, shopify_bulk.POLL_QUERY,
            shopify_bulk.COUNT_QUERY, BULK_QUERY,
            # a page that also asks for more variants of two held products, and those alone
-           follow_up_query(PRODUCTS_QUERY, VARIANTS_QUERY, 2), follow_up_query(None, VARIANTS_QUERY, 2))
+           follow_up_query(PRODUCTS_QUERY, VARIANTS_QUERY, 2), follow_up_query(None, VARIANTS_QUERY, 2),
+           # the destroyed products, on their own and beside a page
+           shopify_events.EVENTS_QUERY, combined_query(PRODUCTS_QUERY, _BESIDE.declared, _BESIDE.field))
 # The learned page size is kept under a key of the query text: a changed query starts afresh.
 PAGE_SIZE_HINT = "shopify_page_size_" + hashlib.sha256(PRODUCTS_QUERY.encode()).hexdigest()[:12]
 
@@ -80,6 +84,7 @@ def iter_records(
     checkpoint: shopify_bulk.Checkpoint | None = None,
     known=(),
     hints=None,
+    companion=None,
     **_,
 ) -> Iterator[dict]:
     """Yield every product changed after `since` minus `lookback`, each with all its variants.
@@ -88,6 +93,8 @@ def iter_records(
     at such a version is passed over rather than re-fetched for the rest of its variants, so a run
     right after a complete one costs one request. `hints` (a get/set store, or None) keeps the
     page size learned from Shopify's reported costs, so the next run's first page is full-sized.
+    `companion` (connectors/shopify_events.py's destroyed products) is asked for in the same query
+    as the first page, so a run with nothing to do costs one request.
 
     A full refresh, or a first run over a shop of SHOPIFY_BULK_MIN_PRODUCTS or more, reads the
     catalog with a bulk operation instead (falling back to paging when bulk is not permitted).
@@ -95,7 +102,7 @@ def iter_records(
     api = ShopifyGraphQL(http, shop, clock)
     yield from crawl(api, PRODUCTS, since=since, lookback=lookback, restart_after_pages=restart_after_pages,
                      full_refresh=full_refresh, checkpoint=checkpoint, known=known, hints=hints,
-                     bulk_min=shop.bulk_min_products)
+                     bulk_min=shop.bulk_min_products, companion=companion)
 
 
 __all__ = ["NAME", "QUERIES", "iter_records", "make_client", "record_cursor"]

@@ -1,11 +1,25 @@
-"""A crawl's follow-ups for records whose children (variants, line items) continue past the page
-that brought them: the aliased query fields that ask for more beside a page, and their answers
-merged into the records.
+"""What a crawl's page query asks for beside its records: follow-ups for records whose children
+(variants, line items) continue past the page that brought them (aliased fields, their answers
+merged into the records), and a companion read (the destroyed products).
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
+
+
+@dataclass
+class Companion:
+    """Another read asked for in the same query as a crawl's first page (the destroyed products
+    beside the changed ones), so that a run with nothing to do costs one request."""
+
+    declared: str  # its variables' declarations: "$destroyedFirst: Int!, ..."
+    field: str  # its aliased field, selection included
+    alias: str
+    variables: dict
+    cost: int  # its requested cost, left free beside the page
+    answer: dict | None = None  # its field's answer, once asked (None: never asked, or refused)
 
 
 def next_children(node, child: str) -> str | None:
@@ -33,16 +47,29 @@ def extend(node: dict, child: str, data: dict, alias: str) -> None:
     node[child]["pageInfo"] = connection.get("pageInfo") or {}
 
 
-@functools.lru_cache(maxsize=64)
 def follow_up_query(page_query: str | None, child_query: str, count: int) -> str:
     """The page query (or, with None, a query of its own) with `count` aliased follow-up fields
     more0..: each the child query's field for record $idN after $afterN, $childFirst children."""
+    return combined_query(page_query, *follow_up_fields(child_query, count))
+
+
+@functools.lru_cache(maxsize=64)
+def follow_up_fields(child_query: str, count: int) -> tuple[str, str]:
+    """(declarations, fields) of `count` follow-up fields; ("", "") for none."""
     if not count:
-        return page_query
+        return "", ""
     field = child_query[child_query.index("{") + 1:child_query.rindex("}")].strip()
     fields = "\n  ".join(f"more{i}: " + field.replace("$id", f"$id{i}").replace("$after", f"$after{i}")
                          for i in range(count))
-    declared = ", ".join(f"$id{i}: ID!, $after{i}: String" for i in range(count)) + ", $childFirst: Int!"
+    return ", ".join(f"$id{i}: ID!, $after{i}: String" for i in range(count)) + ", $childFirst: Int!", fields
+
+
+@functools.lru_cache(maxsize=64)
+def combined_query(page_query: str | None, declared: str, fields: str) -> str:
+    """The page query with more fields (and their variables' declarations) beside its own; with
+    None, a query of those fields alone."""
+    if not fields:
+        return page_query
     if page_query is None:
         return f"query MoreChildren({declared}) {{\n  {fields}\n}}"
     head, rest = page_query.split(")", 1)  # the first ")" closes the variables' declarations

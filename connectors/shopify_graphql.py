@@ -20,7 +20,8 @@ from connectors.http import AuthError, HttpClient, ResponseError, RetryableError
 from connectors.oauth import request_with_refresh
 from connectors.settings import ShopifySettings
 from connectors.shopify_auth import PRODUCT_SCOPES, make_auth
-from connectors.shopify_children import extend, follow_up_query, next_children  # noqa: F401 - re-exported
+from connectors.shopify_children import (Companion, combined_query, extend, follow_up_fields,  # noqa: F401
+                                         follow_up_query, next_children)
 
 log = logging.getLogger("pipeline.shopify")
 
@@ -76,9 +77,10 @@ def record_cursor(record) -> tuple[datetime, int] | None:
 
 
 def crawl(api: "ShopifyGraphQL", resource: Resource, *, since, lookback: timedelta, restart_after_pages: int,
-          full_refresh: bool, checkpoint, known, hints, bulk_min: int) -> Iterator[dict]:
+          full_refresh: bool, checkpoint, known, hints, bulk_min: int, companion: Companion | None = None
+          ) -> Iterator[dict]:
     """Every record changed after `since` minus `lookback`, each with all its children (see
-    connectors/shopify.py's iter_records for what `known`, `hints` and bulk operations do)."""
+    connectors/shopify.py's iter_records for what `known`, `hints`, `companion` and bulk operations do)."""
     api.page_size = _stored_page_size(hints, resource)
     checkpoint = checkpoint or shopify_bulk.Checkpoint()
     if since is None and (full_refresh or checkpoint.get() or _large(api, resource, bulk_min)):
@@ -88,6 +90,7 @@ def crawl(api: "ShopifyGraphQL", resource: Resource, *, since, lookback: timedel
         except shopify_bulk.BulkUnavailable as exc:
             log.warning("shopify: %s; paging instead", str(exc).split(": ", 1)[-1])
     query_filter = updated_filter(since[0] - lookback, ">") if since else None
+    api.companion = companion  # asked for beside the first page
     last_key, after, pages, held = None, None, 0, []
     while True:
         # The page query also asks for more children of earlier records still held (`held`),
@@ -188,6 +191,7 @@ class ShopifyGraphQL:
         self.child_query_cost: float | None = None
         self.follow_up_cost: float | None = None  # the requested cost of one record's follow-up field
         self.followed: set[str] = set()  # the held records whose children have been asked for beside a page
+        self.companion: Companion | None = None
         self.access_denied_scope = scopes[0]
 
     def page(self, resource: Resource, query_filter, after, held: list, *, records: bool = True) -> dict:
@@ -196,7 +200,8 @@ class ShopifyGraphQL:
         with `records` False, only those children (the crawl's end). Returns the root connection."""
         candidates = [node for node in held if next_children(node, resource.child) and node["id"] not in self.followed]
         while True:
-            first, wanting = self._sizes(candidates, records)
+            beside = self.companion if records else None
+            first, wanting = self._sizes(candidates, records, beside.cost if beside else 0)
             if candidates and not wanting:  # none fits beside a page: one query a record
                 self.followed.update(node["id"] for node in candidates)
             if not (records or wanting):
@@ -204,15 +209,23 @@ class ShopifyGraphQL:
             variables = {"childFirst": min(FOLLOW_UP_CHILDREN, resource.child_first)} if wanting else {}
             for i, node in enumerate(wanting):
                 variables[f"id{i}"], variables[f"after{i}"] = node["id"], next_children(node, resource.child)
+            declared, fields = follow_up_fields(resource.child_query, len(wanting))
             if records:
                 variables.update({"first": first, "after": after, "query": query_filter,
                                   resource.child_first_variable: CHILDREN_INLINE})
-            query = follow_up_query(resource.query if records else None, resource.child_query, len(wanting))
-            estimate = ((first * self.cost_per_record if self.cost_per_record else 0)
+            if beside:
+                variables.update(beside.variables)
+                declared, fields = ", ".join(filter(None, (declared, beside.declared))), "\n  ".join(
+                    filter(None, (fields, beside.field)))
+            query = combined_query(resource.query if records else None, declared, fields)
+            estimate = ((first * self.cost_per_record if self.cost_per_record else 0) + (beside.cost if beside else 0)
                         + (len(wanting) * self._follow_up_cost() if wanting else 0)) or None
             try:
                 body = self._query(query, variables, estimate)
             except QueryTooCostly as exc:
+                if first <= 1 and not wanting and beside:
+                    self.companion = None  # asked for on its own later
+                    continue
                 if first <= 1 and not wanting:
                     raise
                 if wanting:  # costlier than learned or guessed: fewer beside a page, or none
@@ -220,17 +233,20 @@ class ShopifyGraphQL:
                 if first > 1:
                     self.page_size = max(1, math.floor(first * exc.max_cost / exc.cost))
                 continue
-            self._learn_costs(body, first, len(wanting))
+            if beside:
+                beside.answer, self.companion = body["data"].get(beside.alias), None
+            self._learn_costs(body, first, len(wanting), beside.cost if beside else 0)
             self.followed.update(node["id"] for node in wanting)
             for i, node in enumerate(wanting):
                 extend(node, resource.child, body["data"], f"more{i}")
             return _dig(body, "data", resource.root) if records else {}
 
-    def _sizes(self, wanting: list, records: bool) -> tuple[int, list]:
-        """The next query's page size (0 for none) and the follow-ups that fit beside one record."""
-        if records and not self.cost_per_record:
-            return self.page_size, []  # a crawl's first query: what a record costs is learned from it
-        limit, record = self._limit(), self.cost_per_record if records else 0
+    def _sizes(self, wanting: list, records: bool, beside: float = 0) -> tuple[int, list]:
+        """The next query's page size (0 for none) and the follow-ups that fit beside one record
+        (and `beside` points of another read)."""
+        if records and not self.cost_per_record:  # a crawl's first query: what a record costs is learned from it
+            return max(1, math.floor(self.page_size * (1 - beside / self._limit()))), []
+        limit, record = self._limit() - beside, self.cost_per_record if records else 0
         each = self._follow_up_cost()
         if each == math.inf:
             wanting = []
@@ -249,13 +265,14 @@ class ShopifyGraphQL:
     def _limit(self) -> float:
         return MAX_QUERY_COST if self.bucket.maximum is None else min(MAX_QUERY_COST, self.bucket.maximum)
 
-    def _learn_costs(self, body: dict, first: int, follow_ups: int) -> None:
+    def _learn_costs(self, body: dict, first: int, follow_ups: int, beside: float = 0) -> None:
         # The requested cost scales with `first`; dividing it all by `first` over-counts the fixed
         # part, so the page size derived here is safely below the cap. A record's cost is learned
         # from a query without follow-ups (a crawl's first), a follow-up's from the others.
         requested = _requested_cost(body)
-        if not requested:
+        if not requested or requested <= beside:
             return
+        requested -= beside
         if not follow_ups:
             if first:
                 self.cost_per_record = requested / first

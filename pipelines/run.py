@@ -155,10 +155,14 @@ def extract_load(store, unit: UnitId, account, settings: Settings, opts: RunOpti
     """fetch -> normalize -> dedup -> write, then commit the files, the index and the high-water mark."""
     stream = stream_of(unit.provider, unit.stream)
     stored_mark = high_water_mark = _stored_mark(store.state)
+    companion = None  # the deletions' first page, asked for beside the records' first page
+    if stream.deletions is not None and stream.deletions.companion is not None:
+        companion = stream.deletions.companion(since=_deletions_since(store, opts), lookback=settings.lookback)
     records = stream.connector.iter_records(
         http, account, since=_since(stored_mark, opts), lookback=getattr(settings, stream.lookback), clock=rt.clock,
         full_refresh=opts.full_refresh, checkpoint=Checkpoint(store.meta),  # one per unit: its state is its own
-        hints=store.meta, known=store.known, **_stream_options(settings, unit))
+        hints=store.meta, known=store.known, **_stream_options(settings, unit),
+        **({"companion": companion} if companion is not None else {}))
     if opts.limit is None:  # a limited run must not fetch a page ahead that it will not use
         records = Prefetch(records)
     workers = min(settings.bulk_workers, bulk_split.WORKERS)  # at most one a core
@@ -198,7 +202,8 @@ def extract_load(store, unit: UnitId, account, settings: Settings, opts: RunOpti
             worker.close()
     meta = {"high_water_mark": _cursor_json(high_water_mark)}
     if stream.deletions is not None:
-        meta["deletions_mark"] = extract_deletions(store, stream, account, settings, opts, run_id, rt, http, result)
+        meta["deletions_mark"] = extract_deletions(store, stream, account, settings, opts, run_id, rt, http, result,
+                                                   companion.answer if companion is not None else None)
     _quality_gate(result, settings.quarantine_max_percent)
     if opts.limit:  # a partial look at the catalog must not move the mark past what it skipped
         high_water_mark = stored_mark
@@ -244,13 +249,14 @@ def load_normalized(store, stream, batch: bulk_split.NormalizedBatch, result: Pr
 
 
 def extract_deletions(store: LocalUnit, stream, account, settings: Settings, opts: RunOptions, run_id: str,
-                      rt: Runtime, http, result: ProviderResult) -> str | None:
+                      rt: Runtime, http, result: ProviderResult, first_page: dict | None = None) -> str | None:
     """The products the provider deleted since the last run (lookback included), written to
-    product_deletions like versions (a re-read event writes nothing); returns the new mark."""
+    product_deletions like versions (a re-read event writes nothing); returns the new mark.
+    `first_page`: their first page, when it was asked for beside the records' first page."""
     deletions, stored = stream.deletions, store.state.get("deletions_mark")
     mark = datetime.fromisoformat(stored) if stored else None
-    events = deletions.iter_records(http, account, since=None if opts.full_refresh else mark,
-                                    lookback=settings.lookback, clock=rt.clock)
+    events = deletions.iter_records(http, account, since=_deletions_since(store, opts), lookback=settings.lookback,
+                                    clock=rt.clock, first_page=first_page)
     result.deleted = 0
     for raws in batched(events, BATCH_SIZE):
         mark = max(filter(None, [mark, *map(deletions.cursor, raws)]), default=None)
@@ -261,6 +267,11 @@ def extract_deletions(store: LocalUnit, stream, account, settings: Settings, opt
         result.deleted += len(new)
         result.quarantined = store.quarantine.count
     return mark.isoformat() if mark else None
+
+
+def _deletions_since(store, opts: RunOptions) -> datetime | None:
+    stored = store.state.get("deletions_mark")
+    return None if opts.full_refresh or not stored else datetime.fromisoformat(stored)
 
 
 def _stream_options(settings: Settings, unit: UnitId) -> dict:

@@ -23,10 +23,13 @@ class Deletions:
     Amazon's and eBay's searches are not full extracts: a product missing from one is not deleted,
     so their products have no Deletions and their histories never close."""
 
-    iter_records: Callable  # (http, account, *, since, lookback, clock) -> raw events, oldest first
+    iter_records: Callable  # (http, account, *, since, lookback, clock, first_page) -> raw events, oldest first
     cursor: Callable  # raw event -> its time, or None
     normalize: Callable  # raw -> ProductDeletion
     identity: tuple[str, int]
+    # (*, since, lookback) -> a read the products' connector asks beside its first page; its answer
+    # is iter_records' first_page (so a run with nothing to do costs one request)
+    companion: Callable | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def _shopify_products() -> Stream:
 
     return _products(shopify, shopify_normalizer, Deletions(
         shopify_events.iter_deletions, shopify_events.event_time, shopify_deletions.to_deletion,
-        shopify_deletions.IDENTITY))
+        shopify_deletions.IDENTITY, shopify_events.companion))
 
 
 def _amazon_products() -> Stream:

@@ -125,7 +125,8 @@ def run(monkeypatch, dirs, clock):
 
 
 def catalog_requests(server) -> list[dict]:
-    """The Shopify sandbox's API requests but the destroyed-products read each products run makes."""
+    """The Shopify sandbox's API requests but the destroyed products' own queries (a products run asks
+    for their first page beside its own, and for any more on their own)."""
     return [e for e in server.api_requests() if "DestroyedProducts" not in (e.get("body") or "")]
 
 

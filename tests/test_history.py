@@ -195,8 +195,10 @@ def test_shopify_destroy_events_close_the_chains_of_deleted_products(run, dirs, 
     _, again = run(sandbox)
     assert again["units"][0]["deleted"] == 0  # the lookback re-reads the events: written once
     bodies = [json.loads(r["body"]) for r in sandbox.api_requests() if r.get("body")]
-    searches = [b["variables"]["query"] for b in bodies if "DestroyedProducts" in b.get("query", "")]
-    assert searches[1] == "action:destroy AND subject_type:PRODUCT"  # no event seen yet: every one Shopify keeps
+    # asked beside each run's first page of products
+    searches = [b["variables"]["destroyedQuery"] for b in bodies if "destroyed: events(" in b.get("query", "")]
+    assert len(searches) == 3  # no event seen yet: every one Shopify keeps
+    assert searches[0] == searches[1] == "action:destroy AND subject_type:PRODUCT"
     assert searches[2].startswith("action:destroy AND subject_type:PRODUCT AND created_at:>='")
     tables = local_tables(dirs["data"], dirs["logs"])
     con, _ = connect(tables)

@@ -10,7 +10,8 @@ from graphql import execute
 
 from bench.dlt_products import QUERY as DLT_SHAPED  # the query a dlt user sends
 from connectors.shopify import PRODUCTS_QUERY, VARIANTS_QUERY, follow_up_query
-from connectors.shopify_events import DESTROYED_PRODUCTS, EVENTS_QUERY
+from connectors.shopify_events import DESTROYED_PRODUCTS, EVENTS_QUERY, companion
+from connectors.shopify_graphql import combined_query
 from sandbox.catalog import CatalogSpec
 from sandbox.graphql_exec import Unsupported, execute_query
 from sandbox.shopify import READ_ROOT_FIELDS, ShopifySandbox, _prepare, admin_schema
@@ -25,6 +26,7 @@ fragment Core on Product { id name: title variants(first: 2) { edges { cursor no
 ONE_PRODUCT = """{ product(id: "gid://shopify/Product/8000017") { id title variants(first: 250) { nodes { id } } }
   missing: product(id: "gid://shopify/Product/1") { id } }"""
 
+BESIDE = companion(since=None)
 CASES = [
     (PRODUCTS_QUERY, {"first": 30, "after": None, "query": None, "variantsFirst": 10}),
     (PRODUCTS_QUERY, {"first": 5, "after": None, "query": "updated_at:>'2026-06-01T00:00:00Z'", "variantsFirst": 10}),
@@ -36,6 +38,8 @@ CASES = [
     (EDGES_ALIASES_FRAGMENTS, {"n": 12}),
     (ONE_PRODUCT, {}),
     (EVENTS_QUERY, {"first": 250, "after": None, "query": DESTROYED_PRODUCTS}),  # the inline fragment on BasicEvent
+    (combined_query(PRODUCTS_QUERY, BESIDE.declared, BESIDE.field),  # the destroyed products beside a page
+     {"first": 5, "after": None, "query": None, "variantsFirst": 10, **BESIDE.variables}),
     (EVENTS_QUERY, {"first": 1, "after": "MQ==", "query": f"{DESTROYED_PRODUCTS} AND created_at:>='2026-11-01T00:00:00Z'"}),
 ]
 

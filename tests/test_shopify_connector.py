@@ -275,3 +275,60 @@ def test_the_sandbox_refuses_queries_over_the_cost_cap_and_invalid_queries():
         bad = requests.post(url, headers=headers, json={"query": "{ products(first: 1) { nodes { nope } } }"}).json()
         assert "nope" in bad["errors"][0]["message"]
         assert requests.post(url, json={"query": "{ shop { name } }"}).status_code == 401
+
+
+def events(ids, has_next=False, cursor=None) -> dict:
+    return {"pageInfo": {"hasNextPage": has_next, "endCursor": cursor},
+            "nodes": [{"id": f"gid://shopify/BasicEvent/{n}", "createdAt": "2026-11-20T08:00:00Z", "action": "destroy",
+                       "subjectId": f"gid://shopify/Product/{n}", "subjectType": "PRODUCT"} for n in ids]}
+
+
+@responses.activate
+def test_the_destroyed_products_are_asked_for_beside_the_first_page_and_read_from_its_answer(clock):
+    from connectors import shopify_events
+
+    since = datetime(2026, 11, 20, tzinfo=timezone.utc)
+    first = page([node(1)], False, requested=20 * 10 + 53)
+    first["data"]["destroyed"] = events([7, 8])
+    responses.post(URL, json=first)
+    companion = shopify_events.companion(since=since, lookback=timedelta(minutes=10))
+    client = http(clock)
+    assert len(list(shopify.iter_records(client, SHOP, companion=companion))) == 1
+    sent_first = sent(responses.calls[0])
+    assert "destroyed: events(" in sent_first["query"] and "query Products(" in sent_first["query"]
+    assert sent_first["variables"]["destroyedQuery"] == (
+        "action:destroy AND subject_type:PRODUCT AND created_at:>='2026-11-19T23:50:00Z'")
+    assert sent_first["variables"]["destroyedFirst"] == shopify_events.BESIDE_FIRST
+    assert sent_first["variables"]["first"] == 9  # 10 records' worth of points, less the events' 53
+    # Read from that answer: no request of its own when it has no next page.
+    gone = list(shopify_events.iter_deletions(client, SHOP, since=since, lookback=timedelta(minutes=10),
+                                              first_page=companion.answer))
+    assert [e["subjectId"][-1] for e in gone] == ["7", "8"] and len(responses.calls) == 1
+
+
+@responses.activate
+def test_more_destroyed_products_than_the_first_page_held_are_read_on_from_its_cursor(clock):
+    from connectors import shopify_events
+
+    responses.post(URL, json={"data": {"events": events([9])}})
+    gone = list(shopify_events.iter_deletions(http(clock), SHOP, since=None, first_page=events([7, 8], True, "e2")))
+    assert [e["subjectId"][-1] for e in gone] == ["7", "8", "9"]
+    [call] = responses.calls
+    assert sent(call)["query"] == shopify_events.EVENTS_QUERY and sent(call)["variables"]["after"] == "e2"
+
+
+@responses.activate
+def test_a_first_page_too_costly_even_for_one_record_drops_the_destroyed_products_to_a_query_of_their_own(clock):
+    from connectors import shopify_events
+
+    responses.post(URL, json={"errors": [{"message": "Query cost is 1200", "extensions": {
+        "code": "MAX_COST_EXCEEDED", "cost": 1200, "maxCost": 1000}}]})
+    responses.post(URL, json=page([node(1)], False))
+    class Hints(dict):
+        set = dict.__setitem__
+
+    companion = shopify_events.companion(since=None)
+    hints = Hints({shopify.PAGE_SIZE_HINT: 1})  # one record a page, as learned before
+    records = list(shopify.iter_records(http(clock), SHOP, hints=hints, companion=companion))
+    assert len(records) == 1 and companion.answer is None
+    assert "destroyed: events(" not in sent(responses.calls[1])["query"]
