@@ -115,7 +115,7 @@ def normalized_batches(downloaded, job: Job, workers: int = WORKERS) -> Iterator
             theirs.close()
             procs[mine] = proc
             conns.append(mine)
-        if not all([_receive(conn, procs[conn]) for conn in conns]):  # each worker's first word: grouped?
+        if not all([receive(conn, procs[conn]) for conn in conns]):  # each worker's first word: grouped?
             log.info("the bulk result is not in grouped order: read in one process")
             stop_workers(procs.values())
             yield from (normalize_to_arrow(raws, job) for raws in batched(downloaded, BATCH_SIZE))
@@ -125,7 +125,7 @@ def normalized_batches(downloaded, job: Job, workers: int = WORKERS) -> Iterator
             if not ready:
                 raise WorkerFailed(f"no word from the bulk result's worker processes in {SILENCE_S:g} s")
             for conn in ready:
-                batch = _receive(conn, procs[conn])
+                batch = receive(conn, procs[conn])
                 if batch is None:
                     conns.remove(conn)
                 else:
@@ -136,15 +136,16 @@ def normalized_batches(downloaded, job: Job, workers: int = WORKERS) -> Iterator
             conn.close()
 
 
-def _receive(conn, proc):
+def receive(conn, proc, work: str = "its part of the bulk result", doing: str = "reading the bulk result"):
+    """The worker's next message; WorkerFailed if it died or raised (both words name its work)."""
     try:
         message = conn.recv()
     except (EOFError, OSError):
         proc.join(timeout=5)
-        raise WorkerFailed(f"{proc.name} ended without finishing its part of the bulk result "
+        raise WorkerFailed(f"{proc.name} ended without finishing {work} "
                            f"(exit code {proc.exitcode}); nothing of it was committed") from None
     if isinstance(message, WorkerFailure):
-        raise WorkerFailed(f"{proc.name} failed reading the bulk result: {message.error}")
+        raise WorkerFailed(f"{proc.name} failed {doing}: {message.error}")
     return message
 
 

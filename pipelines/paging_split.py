@@ -26,7 +26,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from pipelines.bulk_split import (SILENCE_S, Job, NormalizedBatch, WorkerFailed, WorkerFailure, normalize_to_arrow,
-                                  stop_workers)
+                                  receive, stop_workers)
 from pipelines.stages import lean_gc
 from storage.crash import crash_point
 
@@ -86,15 +86,7 @@ class PagingWorker:
         return batch
 
     def _receive(self):
-        try:
-            message = self._outbox.recv()
-        except (EOFError, OSError):
-            self.proc.join(timeout=5)
-            raise WorkerFailed(f"the paging worker process ended before it had normalized every batch (exit "
-                               f"code {self.proc.exitcode}); nothing of the unit was committed") from None
-        if isinstance(message, WorkerFailure):
-            raise WorkerFailed(f"the paging worker process failed: {message.error}")
-        return message
+        return receive(self._outbox, self.proc, "the crawl's batches it was given", "normalizing the crawl's batches")
 
     def _write(self) -> None:
         while (payload := self._payloads.get()) is not None:

@@ -87,7 +87,7 @@ def test_a_dying_worker_fails_the_unit_with_nothing_committed(rich, run, dirs, w
     assert result.exit_code == 1, result.output
     entry = record["providers"]["shopify"]
     assert entry["status"] == "failed" and entry["error_type"] == "WorkerFailed"
-    assert "paging worker" in entry["error"]
+    assert "paging-worker ended without finishing the crawl's batches" in entry["error"]
     assert not list((dirs["data"] / "normalized").rglob("*.parquet"))
     state = ProviderState.open(state_path(dirs["data"], UnitId("shopify", SHOP)))
     try:
