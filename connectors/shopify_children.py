@@ -8,6 +8,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from connectors.errors import ResponseError
+
 
 @dataclass
 class Companion:
@@ -39,10 +41,12 @@ def extend(node: dict, child: str, data: dict, alias: str) -> None:
     null) keeps what it has; an answer without the field leaves the rest to a query of its own."""
     if alias not in data:
         return
-    connection = data[alias].get(child) if isinstance(data[alias], dict) else None
-    if not isinstance(connection, dict):
+    if data[alias] is None:
         node[child]["pageInfo"] = {"hasNextPage": False, "endCursor": None}
         return
+    connection = data[alias].get(child) if isinstance(data[alias], dict) else None
+    if not isinstance(connection, dict):
+        raise ResponseError("shopify", f"unexpected answer: no {alias}.{child}")
     node[child]["nodes"] = list(node[child].get("nodes") or []) + list(connection.get("nodes") or [])
     node[child]["pageInfo"] = connection.get("pageInfo") or {}
 

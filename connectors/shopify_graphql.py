@@ -96,7 +96,6 @@ def crawl(api: "ShopifyGraphQL", resource: Resource, *, since, lookback: timedel
         # The page query also asks for more children of earlier records still held (`held`),
         # which are yielded, complete and in order, as soon as they are ready.
         connection = api.page(resource, query_filter, after, held)
-        yield from api.all_children(api.take_ready(held, resource), resource)
         pages += 1
         for node in connection.get("nodes") or []:
             key = record_cursor(node)
@@ -109,6 +108,8 @@ def crawl(api: "ShopifyGraphQL", resource: Resource, *, since, lookback: timedel
                           node["id"], resource.child)
                 continue
             held.append(node)
+        # What is complete leaves before the next page is asked for (a limited run asks no more)
+        yield from api.all_children(api.take_ready(held, resource), resource)
         page_info = connection.get("pageInfo") or {}
         if not (page_info.get("hasNextPage") and page_info.get("endCursor")):
             break
@@ -228,9 +229,10 @@ class ShopifyGraphQL:
                     continue
                 if first <= 1 and not wanting:
                     raise
-                if wanting:  # costlier than learned or guessed: fewer beside a page, or none
-                    self.follow_up_cost = self._follow_up_cost() * max(2.0, exc.cost / exc.max_cost)
-                if first > 1:
+                if wanting:  # the follow-ups cost more than guessed: fewer beside a page, or none
+                    theirs = exc.cost - first * (self.cost_per_record or 0) - (beside.cost if beside else 0)
+                    self.follow_up_cost = max(2 * self._follow_up_cost(), theirs / len(wanting))
+                else:  # the page's records alone
                     self.page_size = max(1, math.floor(first * exc.max_cost / exc.cost))
                 continue
             if beside:
@@ -258,29 +260,28 @@ class ShopifyGraphQL:
         return max(1, min(self.page_size, math.floor((limit - reserved) / record))), wanting
 
     def _follow_up_cost(self) -> float:
-        """What one record's follow-up field costs, as learned; until then, guessed from a record's
-        cost (the follow-up asks for FOLLOW_UP_CHILDREN children where a record asks for CHILDREN_INLINE)."""
-        return self.follow_up_cost or (self.cost_per_record or 0) * FOLLOW_UP_CHILDREN / CHILDREN_INLINE
+        """What one record's follow-up field may cost: a record's cost times FOLLOW_UP_CHILDREN /
+        CHILDREN_INLINE (twice its children, so at least the follow-up's: the record's own fields
+        are counted in), raised when Shopify refused a query as too costly; a tenth of the cap
+        while no cost is known."""
+        guess = self.cost_per_record * FOLLOW_UP_CHILDREN / CHILDREN_INLINE if self.cost_per_record else MAX_QUERY_COST / 10
+        return max(self.follow_up_cost or 0, guess)
 
     def _limit(self) -> float:
         return MAX_QUERY_COST if self.bucket.maximum is None else min(MAX_QUERY_COST, self.bucket.maximum)
 
     def _learn_costs(self, body: dict, first: int, follow_ups: int, beside: float = 0) -> None:
         # The requested cost scales with `first`; dividing it all by `first` over-counts the fixed
-        # part, so the page size derived here is safely below the cap. A record's cost is learned
-        # from a query without follow-ups (a crawl's first), a follow-up's from the others.
+        # part, so the page size derived here is safely below the cap. Learned from a query without
+        # follow-ups (a crawl's first, and any other).
         requested = _requested_cost(body)
         if not requested or requested <= beside:
             return
         requested -= beside
-        if not follow_ups:
-            if first:
-                self.cost_per_record = requested / first
-                self.page_size = max(1, min(MAX_PAGE_SIZE, math.floor(self._limit() / self.cost_per_record)))
-        elif first == 0 or self.cost_per_record:
-            rest = (requested - first * (self.cost_per_record or 0)) / follow_ups
-            if rest > 0:
-                self.follow_up_cost = math.ceil(rest)
+        if first and not follow_ups:  # a follow-up's cost is never learned from a mixed query: the
+            # record's over-counted fixed part, times the page, would eat it
+            self.cost_per_record = requested / first
+            self.page_size = max(1, min(MAX_PAGE_SIZE, math.floor(self._limit() / self.cost_per_record)))
 
     def take_ready(self, held: list, resource: Resource) -> list:
         """Remove from `held` and return its leading records that are ready: their children end,

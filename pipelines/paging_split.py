@@ -16,6 +16,7 @@ worker that raises, dies or falls silent fails the unit, which rolls back as for
 
 from __future__ import annotations
 
+import logging
 import marshal
 import multiprocessing
 import pickle
@@ -29,6 +30,8 @@ from pipelines.bulk_split import (SILENCE_S, Job, NormalizedBatch, WorkerFailed,
                                   receive, stop_workers)
 from pipelines.stages import lean_gc
 from storage.crash import crash_point
+
+log = logging.getLogger("pipeline")
 
 START_AFTER = 2  # batches normalized in this process before a worker is started
 DEPTH = 2  # batches sent to the worker and not yet taken back
@@ -45,15 +48,20 @@ class PagingWorker:
         self.proc.start()
         inbox.close()
         outbox.close()
-        self.ready, self.out = False, 0
+        self.ready, self.failed, self.out = False, False, 0
         self._payloads: queue.Queue = queue.Queue()
         self._writer = threading.Thread(target=self._write, name="paging-worker-feed", daemon=True)
         self._writer.start()
 
     def is_ready(self) -> bool:
-        """True once the worker has started (never waits)."""
-        if not self.ready and self._outbox.poll():
-            self.ready = self._receive() == "ready"
+        """True once the worker has started (never waits). One that fails to start (a spawn or
+        import problem) has been handed nothing: the run goes on normalizing here."""
+        if not self.ready and not self.failed and self._outbox.poll():
+            try:
+                self.ready = self._receive() == "ready"
+            except WorkerFailed as exc:
+                log.warning("%s; normalizing in this process instead", exc)
+                self.failed = True
         return self.ready
 
     def send(self, raws: list, fetched_at: datetime) -> Iterator[NormalizedBatch]:
@@ -100,6 +108,7 @@ def _serve(job: Job, inbox, outbox) -> None:
     """The worker: 'ready', then each batch normalized, until the run closes the pipe."""
     try:
         with lean_gc():
+            crash_point("paging_worker_start")
             outbox.send("ready")
             while True:
                 try:

@@ -16,7 +16,7 @@ POINTS = ("after_fetch", "mid_tmp_write", "after_fsync", "after_rename", "betwee
 DELTA_POINTS = ("before_delta_commit", "between_data_and_state")
 # Reached in a worker process reading a bulk result (pipelines/bulk_split.py; tests/test_bulk_split.py)
 # or normalizing a paged crawl's batches (pipelines/paging_split.py; tests/test_paging_split.py).
-WORKER_POINTS = ("in_bulk_worker", "in_paging_worker")
+WORKER_POINTS = ("in_bulk_worker", "in_paging_worker", "paging_worker_start")
 
 
 def armed(name: str) -> bool:

@@ -160,3 +160,9 @@ def test_every_value_json_can_carry_reaches_the_worker_as_it_was():
     finally:
         worker.close()
     assert [batch.cursor for batch in batches] == [repr(raws[0]) for raws in seen]  # the worker's repr of each
+
+
+def test_a_worker_that_dies_before_it_is_ready_leaves_the_batches_to_this_process(rich, run, dirs, worker_batches):
+    result, record = run(rich, env={"PIPELINE_CRASH_AT": "paging_worker_start"})
+    assert result.exit_code == 0, result.output
+    assert worker_batches == [] and record["providers"]["shopify"]["written"] == SIZE - 1

@@ -332,3 +332,41 @@ def test_a_first_page_too_costly_even_for_one_record_drops_the_destroyed_product
     records = list(shopify.iter_records(http(clock), SHOP, hints=hints, companion=companion))
     assert len(records) == 1 and companion.answer is None
     assert "destroyed: events(" not in sent(responses.calls[1])["query"]
+
+
+def test_a_catalog_whose_every_product_has_more_variants_keeps_full_pages(clock):
+    # 12 variants each: every product needs a follow-up; pages must stay large throughout
+    spec = CatalogSpec(size=300, min_variants=12, max_variants=12, many_variants_every=0)
+    with ShopifySandbox(spec, token=TOKEN, throttle=False) as server:
+        shop = ShopifySettings("test-shop.myshopify.com", "2026-10", SecretStr(TOKEN), server.base_url,
+                               bulk_min_products=0)
+        records = list(shopify.iter_records(shopify.make_client(shop, HttpSettings()), shop, clock=clock))
+        firsts = [json.loads(e["body"])["variables"].get("first") for e in server.api_requests()]
+    assert len(records) == 300 and {len(r["variants"]) for r in records} == {12}
+    assert len(firsts) < 40  # a query a product would be over 300
+    # Follow-ups come first, the page gets what is left: small pages while they catch up, and
+    # full ones again late in the crawl (the page size learned is never lost)
+    assert max(f for f in firsts[-6:] if f) >= 40
+
+
+@responses.activate
+def test_with_no_cost_reported_a_refused_follow_up_query_is_asked_again_smaller_and_ends(clock):
+    nodes = [node(n, more=True) for n in range(1, 5)]
+    responses.post(URL, json={"data": {"products": {"pageInfo": {"hasNextPage": False}, "nodes": nodes}}})
+    responses.post(URL, json={"errors": [{"message": "Query cost is 1200", "extensions": {
+        "code": "MAX_COST_EXCEEDED", "cost": 1200, "maxCost": 1000}}]})
+    responses.post(URL, json={"data": {f"more{i}": variants(10 * i, 1, False, "x") for i in range(4)}})
+    records = list(shopify.iter_records(http(clock), SHOP))
+    assert [len(r["variants"]) for r in records] == [2, 2, 2, 2]
+    refused, asked = (sent(c)["variables"] for c in responses.calls[1:3])
+    assert "id3" in refused and "id2" in asked and "id3" not in asked  # fewer at once, then the rest
+    assert len(responses.calls) <= 6
+
+
+@responses.activate
+def test_complete_records_leave_before_the_next_page_is_asked_for(clock):
+    from itertools import islice
+
+    responses.post(URL, json=page([node(1), node(2)], True))
+    assert [r["id"][-1] for r in islice(shopify.iter_records(http(clock), SHOP), 2)] == ["1", "2"]
+    assert len(responses.calls) == 1  # a limited run fetches no page it will not use
