@@ -102,14 +102,14 @@ def crawl(api: "ShopifyGraphQL", resource: Resource, *, since, lookback: timedel
             if key is not None and last_key is not None and key <= last_key:
                 continue  # already yielded before a restart
             last_key = key or last_key
-            if (since and key is not None and key <= since and _more_children(node, resource.child)
+            if (since and key is not None and key <= since and next_children(node, resource.child)
                     and (node["id"], key[0]) in known):
                 log.debug("shopify: %s unchanged since it was written; its %s are not fetched again",
                           node["id"], resource.child)
                 continue
             held.append(node)
         # What is complete leaves before the next page is asked for (a limited run asks no more)
-        yield from api.all_children(api.take_ready(held, resource), resource)
+        yield from api.ready(held, resource)
         page_info = connection.get("pageInfo") or {}
         if not (page_info.get("hasNextPage") and page_info.get("endCursor")):
             break
@@ -120,7 +120,7 @@ def crawl(api: "ShopifyGraphQL", resource: Resource, *, since, lookback: timedel
             after = page_info["endCursor"]
     while held:
         api.page(resource, None, None, held, records=False)
-        yield from api.all_children(api.take_ready(held, resource), resource)
+        yield from api.ready(held, resource)
     if hints is not None and api.cost_per_record and api.page_size != _stored_page_size(hints, resource):
         hints.set(resource.hint_key, api.page_size)
 
@@ -128,12 +128,6 @@ def crawl(api: "ShopifyGraphQL", resource: Resource, *, since, lookback: timedel
 def _stored_page_size(hints, resource: Resource) -> int:
     value = hints.get(resource.hint_key) if hints is not None else None
     return value if isinstance(value, int) and 1 <= value <= MAX_PAGE_SIZE else FIRST_PAGE_SIZE
-
-
-def _more_children(node, child: str) -> bool:
-    """True if the record's children continue past the page that came with it."""
-    connection = node.get(child) if isinstance(node, dict) else None
-    return isinstance(connection, dict) and bool((connection.get("pageInfo") or {}).get("hasNextPage"))
 
 
 def _large(api: "ShopifyGraphQL", resource: Resource, bulk_min: int) -> bool:
@@ -190,7 +184,7 @@ class ShopifyGraphQL:
         self.page_size = FIRST_PAGE_SIZE
         self.cost_per_record: float | None = None
         self.child_query_cost: float | None = None
-        self.follow_up_cost: float | None = None  # the requested cost of one record's follow-up field
+        self.follow_up_cost: float | None = None  # one follow-up field's cost, as a refusal showed it
         self.followed: set[str] = set()  # the held records whose children have been asked for beside a page
         self.companion: Companion | None = None
         self.access_denied_scope = scopes[0]
@@ -250,14 +244,10 @@ class ShopifyGraphQL:
             return max(1, math.floor(self.page_size * (1 - beside / self._limit()))), []
         limit, record = self._limit() - beside, self.cost_per_record if records else 0
         each = self._follow_up_cost()
-        if each == math.inf:
-            wanting = []
-        elif each:
-            wanting = wanting[:max(0, math.floor((limit - record) / each))]
+        wanting = wanting[:max(0, math.floor((limit - record) / each))]
         if not records:
             return 0, wanting
-        reserved = len(wanting) * each if wanting else 0
-        return max(1, min(self.page_size, math.floor((limit - reserved) / record))), wanting
+        return max(1, min(self.page_size, math.floor((limit - len(wanting) * each) / record))), wanting
 
     def _follow_up_cost(self) -> float:
         """What one record's follow-up field may cost: a record's cost times FOLLOW_UP_CHILDREN /
@@ -283,21 +273,18 @@ class ShopifyGraphQL:
             self.cost_per_record = requested / first
             self.page_size = max(1, min(MAX_PAGE_SIZE, math.floor(self._limit() / self.cost_per_record)))
 
-    def take_ready(self, held: list, resource: Resource) -> list:
-        """Remove from `held` and return its leading records that are ready: their children end,
-        or have been asked for once beside a page (the rest then come one query a record)."""
-        ready = 0
+    def ready(self, held: list, resource: Resource) -> Iterator:
+        """Take from `held` its leading records that are ready (their children end, or have been
+        asked for once beside a page) and yield each with all its children (the rest of them one
+        query a record)."""
+        count = 0
         for node in held:
             if next_children(node, resource.child) and node["id"] not in self.followed:
                 break
-            ready += 1
-        done, held[:] = held[:ready], held[ready:]
+            count += 1
+        done, held[:] = held[:count], held[count:]
         for node in done:
             self.followed.discard(node.get("id") if isinstance(node, dict) else None)
-        return done
-
-    def all_children(self, nodes: list, resource: Resource) -> Iterator:
-        for node in nodes:
             yield self.with_all_children(node, resource)
 
     def with_all_children(self, node, resource: Resource):

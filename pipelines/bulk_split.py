@@ -136,16 +136,18 @@ def normalized_batches(downloaded, job: Job, workers: int = WORKERS) -> Iterator
             conn.close()
 
 
-def receive(conn, proc, work: str = "its part of the bulk result", doing: str = "reading the bulk result"):
-    """The worker's next message; WorkerFailed if it died or raised (both words name its work)."""
+def receive(conn, proc, work: str = "its part of the bulk result", doing: str = "reading the bulk result",
+            then: str = ""):
+    """The worker's next message; WorkerFailed if it died or raised (the words name its work and
+    what the person reading it may do)."""
     try:
         message = conn.recv()
     except (EOFError, OSError):
         proc.join(timeout=5)
         raise WorkerFailed(f"{proc.name} ended without finishing {work} "
-                           f"(exit code {proc.exitcode}); nothing of it was committed") from None
+                           f"(exit code {proc.exitcode}); nothing of it was committed{then}") from None
     if isinstance(message, WorkerFailure):
-        raise WorkerFailed(f"{proc.name} failed {doing}: {message.error}")
+        raise WorkerFailed(f"{proc.name} failed {doing}: {message.error}{then}")
     return message
 
 
@@ -176,9 +178,14 @@ def _work(downloaded, start: int, end: int, job: Job, conn) -> None:
                     conn.send(normalize_to_arrow(raws, job))
                 conn.send(None)
     except BaseException as exc:  # noqa: BLE001 - reported to the run, which fails the unit
-        try:
-            conn.send(WorkerFailure(f"{type(exc).__name__}: {exc}"))
-        except (OSError, ValueError):
-            pass  # the run has gone (it stopped reading): nothing to tell
+        report_failure(conn, exc)
     finally:
         conn.close()
+
+
+def report_failure(conn, exc: BaseException) -> None:
+    """A worker's last word: what it raised, for the run to fail the unit with."""
+    try:
+        conn.send(WorkerFailure(f"{type(exc).__name__}: {exc}"))
+    except (OSError, ValueError):
+        pass  # the run has gone (it stopped reading): nothing to tell

@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 
-from pipelines.bulk_split import (SILENCE_S, Job, NormalizedBatch, WorkerFailed, WorkerFailure, normalize_to_arrow,
-                                  receive, stop_workers)
+from pipelines.bulk_split import (SILENCE_S, Job, NormalizedBatch, WorkerFailed, normalize_to_arrow, receive,
+                                  report_failure, stop_workers)
 from pipelines.stages import lean_gc
 from storage.crash import crash_point
 
@@ -94,7 +94,9 @@ class PagingWorker:
         return batch
 
     def _receive(self):
-        return receive(self._outbox, self.proc, "the crawl's batches it was given", "normalizing the crawl's batches")
+        return receive(self._outbox, self.proc, "the crawl's batches it was given", "normalizing the crawl's batches",
+                       then="; the next run reads the crawl again (PIPELINE_BULK_WORKERS=1 keeps it in the run's "
+                            "own process)")
 
     def _write(self) -> None:
         while (payload := self._payloads.get()) is not None:
@@ -120,9 +122,6 @@ def _serve(job: Job, inbox, outbox) -> None:
                 crash_point("in_paging_worker")
                 outbox.send(normalize_to_arrow(raws, replace(job, fetched_at=fetched_at)))
     except BaseException as exc:  # noqa: BLE001 - reported to the run, which fails the unit
-        try:
-            outbox.send(WorkerFailure(f"{type(exc).__name__}: {exc}"))
-        except (OSError, ValueError):
-            pass  # the run has gone (it stopped reading): nothing to tell
+        report_failure(outbox, exc)
     finally:
         outbox.close()

@@ -161,8 +161,7 @@ def extract_load(store, unit: UnitId, account, settings: Settings, opts: RunOpti
     records = stream.connector.iter_records(
         http, account, since=_since(stored_mark, opts), lookback=getattr(settings, stream.lookback), clock=rt.clock,
         full_refresh=opts.full_refresh, checkpoint=Checkpoint(store.meta),  # one per unit: its state is its own
-        hints=store.meta, known=store.known, **_stream_options(settings, unit),
-        **({"companion": companion} if companion is not None else {}))
+        hints=store.meta, known=store.known, companion=companion, **_stream_options(settings, unit))
     if opts.limit is None:  # a limited run must not fetch a page ahead that it will not use
         records = Prefetch(records)
     workers = min(settings.bulk_workers, bulk_split.WORKERS)  # at most one a core

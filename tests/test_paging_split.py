@@ -88,6 +88,7 @@ def test_a_dying_worker_fails_the_unit_with_nothing_committed(rich, run, dirs, w
     entry = record["providers"]["shopify"]
     assert entry["status"] == "failed" and entry["error_type"] == "WorkerFailed"
     assert "paging-worker ended without finishing the crawl's batches" in entry["error"]
+    assert "the next run reads the crawl again (PIPELINE_BULK_WORKERS=1" in entry["error"]  # what to do
     assert not list((dirs["data"] / "normalized").rglob("*.parquet"))
     state = ProviderState.open(state_path(dirs["data"], UnitId("shopify", SHOP)))
     try:
