@@ -75,7 +75,7 @@ def _plain_product(raw: dict, account, fetched_at, run_id) -> Product:
     raw_variants = _list(raw.get("variants"), "variants")
     variants = [_plain_variant(v) for v in raw_variants]
     # Hashed first: a plain record holds no lone surrogate, integer beyond 64 bits or NaN anywhere.
-    digest = _hash(raw, raw_variants, variants)
+    digest = _hash(raw, raw_variants)
     min_price = obj(obj(raw.get("priceRangeV2")).get("minVariantPrice"))
     cheapest = _cheapest(variants)
     first = variants[0] if variants else {}
@@ -134,19 +134,10 @@ _VARIANT_KEYS = frozenset({"id", "sku", "barcode", "title", "price", "compareAtP
 _HEAD = hash_head(SOURCE, NORMALIZER_VERSION)
 
 
-def _hash(raw: dict, raw_variants: list, variants: list[dict]) -> str:
+def _hash(raw: dict, raw_variants: list) -> str:
     """raw_hash(SOURCE, NORMALIZER_VERSION, raw): without raw_hash's walk over the record when it
     has the queries' shape (each value _plain_product reads is checked there, the others here)."""
-    price_range, media = raw.get("priceRangeV2"), raw.get("featuredMedia")
-    image = media.get("image") if type(media) is dict else None
-    ids = [v["id"] for v in variants]
-    if (raw.keys() <= _TOP_KEYS and {type(raw.get("status")), type(raw.get("handle"))} <= ok.OPTIONAL_STR
-            and (price_range is None or (type(price_range) is dict and price_range.keys() <= _RANGE_KEYS
-                                         and all(_money_shaped(m) for m in price_range.values())))
-            and (media is None or (type(media) is dict and media.keys() <= _MEDIA_KEYS))
-            and (image is None or (type(image) is dict and image.keys() <= _IMAGE_KEYS))
-            and all(v.keys() <= _VARIANT_KEYS and "id" in v for v in raw_variants)
-            and None not in ids and ids == sorted(ids)):
+    if _query_shaped(raw, raw_variants):
         return plain_record_hash(_HEAD, raw)
     digest = plain_raw_hash(SOURCE, NORMALIZER_VERSION, raw)
     if digest is None:
@@ -154,9 +145,38 @@ def _hash(raw: dict, raw_variants: list, variants: list[dict]) -> str:
     return digest
 
 
+def _query_shaped(raw: dict, raw_variants: list) -> bool:
+    """Whether the record has exactly the queries' shape: known keys at every level, the values
+    _plain_product does not read (status, handle, maxVariantPrice) strings or null, and the
+    variants (plain: _plain_variant checked each id is a string or null) in id order."""
+    if not (raw.keys() <= _TOP_KEYS and type(raw.get("status")) in ok.OPTIONAL_STR
+            and type(raw.get("handle")) in ok.OPTIONAL_STR):
+        return False
+    price_range = raw.get("priceRangeV2")
+    if price_range is not None and not (type(price_range) is dict and price_range.keys() <= _RANGE_KEYS
+                                        and _money_shaped(price_range.get("minVariantPrice"))
+                                        and _money_shaped(price_range.get("maxVariantPrice"))):
+        return False
+    media = raw.get("featuredMedia")
+    if media is not None:
+        if type(media) is not dict or not media.keys() <= _MEDIA_KEYS:
+            return False
+        image = media.get("image")
+        if image is not None and (type(image) is not dict or not image.keys() <= _IMAGE_KEYS):
+            return False
+    last = ""
+    for variant in raw_variants:  # canonical order: by id (all strings here), a stable sort
+        variant_id = variant.get("id")
+        if not variant.keys() <= _VARIANT_KEYS or type(variant_id) is not str or variant_id < last:
+            return False
+        last = variant_id
+    return True
+
+
 def _money_shaped(money) -> bool:
     return money is None or (type(money) is dict and money.keys() <= _MONEY_KEYS
-                             and {type(value) for value in money.values()} <= ok.OPTIONAL_STR)
+                             and type(money.get("amount")) in ok.OPTIONAL_STR
+                             and type(money.get("currencyCode")) in ok.OPTIONAL_STR)
 
 
 def _plain_variant(raw: dict) -> dict:
