@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from normalize.models import SCHEMA  # noqa: E402
+from storage.schemas import SCHEMA  # noqa: E402
 from pipelines.query import connect  # noqa: E402
 from storage.datasets import local_tables  # noqa: E402
 from storage.parquet import ROW_GROUP_ROWS  # noqa: E402

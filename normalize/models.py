@@ -1,4 +1,5 @@
-"""The Product model: the one schema. The Arrow schema below is derived from it, never inferred.
+"""The Product model: the one schema. The Arrow schema is derived from it, never inferred
+(storage/schemas.py: a run that writes nothing never imports pyarrow).
 
 Data-quality rules live here, so no record can reach Parquet without passing them: source,
 source_id and title present; a price, when present, finite and not negative (zero is a real
@@ -8,19 +9,16 @@ price: free items exist); every URL http or https.
 from __future__ import annotations
 
 import re
-import typing
 import unicodedata
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Annotated, Literal, Optional
 
-import pyarrow as pa
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from normalize import Rejected
 
 SCHEMA_VERSION = 1
-PRICE_TYPE = pa.decimal128(18, 4)
 
 
 def http_url(value: str | None) -> str | None:
@@ -184,24 +182,6 @@ class Product(Record):
     schema_version: int = SCHEMA_VERSION
 
 
-def _arrow_type(annotation) -> pa.DataType:
-    origin = typing.get_origin(annotation)
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if origin is Annotated:
-        return _arrow_type(args[0])
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return _arrow_type(args[0])
-    if origin is Literal or annotation is str:
-        return pa.string()
-    if origin is list:
-        return pa.list_(_arrow_type(args[0]))
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return pa.struct([pa.field(n, _arrow_type(f.annotation)) for n, f in annotation.model_fields.items()])
-    simple = {Decimal: PRICE_TYPE, datetime: pa.timestamp("us", tz="UTC"), int: pa.int64(),
-              float: pa.float64(), bool: pa.bool_()}
-    return simple[annotation]
-
-
 def arrow_rows(products: list[Product]) -> list[dict]:
     """Each product's fields as `model_dump()` gives them (variants as dicts), read straight from
     the validated instances: half model_dump's cost on the way to Arrow, and the same values."""
@@ -214,16 +194,6 @@ def arrow_rows(products: list[Product]) -> list[dict]:
     return rows
 
 
-def arrow_schema(model: type[BaseModel] = Product) -> pa.Schema:
-    """The Parquet schema, in the model's field order."""
-    fields = []
-    for name, info in model.model_fields.items():
-        annotation = info.rebuild_annotation() if hasattr(info, "rebuild_annotation") else info.annotation
-        fields.append(pa.field(name, _arrow_type(annotation), nullable=not info.is_required()))
-    return pa.schema(fields, metadata={"schema_version": str(SCHEMA_VERSION)})
-
-
-SCHEMA = arrow_schema()
 
 
 class ProductDeletion(Record):
@@ -247,6 +217,3 @@ class ProductDeletion(Record):
 
     def rows(self) -> dict[str, list]:
         return {"product_deletions": [self]}
-
-
-DELETIONS_SCHEMA = arrow_schema(ProductDeletion)

@@ -1,5 +1,6 @@
 """The Order and OrderLine models (the `orders` stream): one row per content version of an order in
-`orders`, and that version's lines in `order_lines`. The Arrow schemas derive from the models.
+`orders`, and that version's lines in `order_lines`. The Arrow schemas derive from the models
+(storage/schemas.py).
 
 Data-quality rules: ids present; amounts finite and not negative; quantities not negative;
 currencies three capital letters; times UTC. No personal data: no customer field is kept but an
@@ -14,7 +15,7 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import Field, StringConstraints
 
-from normalize.models import Money, Record, Text, UtcTime, arrow_schema
+from normalize.models import Money, Record, Text, UtcTime
 
 Quantity = Annotated[Optional[int], Field(ge=0)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
@@ -78,10 +79,6 @@ class OrderLine(Record):
     fetched_at: datetime
     run_id: Text
     schema_version: int = 1
-
-
-ORDERS_SCHEMA = arrow_schema(Order)
-ORDER_LINES_SCHEMA = arrow_schema(OrderLine)
 
 
 @dataclass(frozen=True)

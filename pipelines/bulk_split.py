@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,14 +27,13 @@ from multiprocessing.connection import wait
 
 import pyarrow as pa
 
-from pipelines.stages import BATCH_SIZE, batched, lean_gc, normalize_batch, record_rows
+from pipelines.stages import BATCH_SIZE, CORES, batched, lean_gc, normalize_batch, record_rows
 from storage.crash import crash_point
 from storage.parquet import SCHEMAS, to_table
 
 log = logging.getLogger("pipeline")
 
-# At most one worker a core this process may use (PIPELINE_BULK_WORKERS asks for more or fewer).
-WORKERS = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+WORKERS = CORES  # at most one worker a core this process may use (PIPELINE_BULK_WORKERS asks for more or fewer)
 # A worker says something every batch (a few ms) once its range is checked (seconds at 1M
 # products): this long a silence means it hangs.
 SILENCE_S = 300.0

@@ -1,8 +1,8 @@
 """A long paged crawl normalized in a worker process, for the second core.
 
 Paging keeps one core busy with the HTTP answers, their JSON and the crawl, and the same core then
-normalizes, dedups and writes each batch. Once a crawl has filled START_AFTER batches (a run that
-finds little never starts a process), a worker process is started beside it; while it starts, the
+normalizes, dedups and writes each batch. Once a crawl has filled PAGING_WORKER_AFTER batches (a run
+that finds little never starts a process, nor imports this module), a worker process is started beside it; while it starts, the
 batches go on being normalized here, and once it says it is ready, each later batch is sent to it
 (in marshal's format: exact for every value JSON can carry, a NaN or a 30-digit integer included,
 and 2.5 times faster to write than pickle's; the run's own work decides the wall time) and comes back normalized as for a bulk result
@@ -28,12 +28,11 @@ from datetime import datetime
 
 from pipelines.bulk_split import (SILENCE_S, Job, NormalizedBatch, WorkerFailed, normalize_to_arrow, receive,
                                   report_failure, stop_workers)
-from pipelines.stages import lean_gc
+from pipelines.stages import PAGING_WORKER_AFTER, lean_gc
 from storage.crash import crash_point
 
 log = logging.getLogger("pipeline")
 
-START_AFTER = 2  # batches normalized in this process before a worker is started
 DEPTH = 2  # batches sent to the worker and not yet taken back
 
 

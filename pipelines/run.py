@@ -14,13 +14,14 @@ from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
+from typing import TYPE_CHECKING
 
 from connectors.shopify_auth import MissingScope
 from connectors.shopify_graphql import AccessDenied
 from connectors.http import CircuitOpen, HttpSettings, Pacer
 from connectors.redact import Redactor, remember
 from connectors.shopify_bulk import Checkpoint, DownloadedResult
-from pipelines import accounts, bulk_split, outcome, paging_split
+from pipelines import accounts, outcome, stages
 from pipelines.config import Settings
 from pipelines.runtime import Runtime
 from pipelines.streams import UNAVAILABLE, stream_of
@@ -29,6 +30,9 @@ from pipelines.stages import (BATCH_SIZE, Prefetch, Progress, ProviderResult, ba
 from storage.crash import crash_point
 from storage.destination import DestinationSettings, Locked, open_destination
 from storage.paths import TABLES, UnitId
+
+if TYPE_CHECKING:  # pyarrow: imported where a run needs it
+    from pipelines.bulk_split import Job, NormalizedBatch
 
 log = logging.getLogger("pipeline")
 
@@ -164,7 +168,7 @@ def extract_load(store, unit: UnitId, account, settings: Settings, opts: RunOpti
         hints=store.meta, known=store.known, companion=companion, **_stream_options(settings, unit))
     if opts.limit is None:  # a limited run must not fetch a page ahead that it will not use
         records = Prefetch(records)
-    workers = min(settings.bulk_workers, bulk_split.WORKERS)  # at most one a core
+    workers = min(settings.bulk_workers, stages.CORES)  # at most one a core
     if opts.limit is not None or workers < 2:  # a downloaded result read in this process
         records = read_here(records)
     progress = Progress(str(unit))
@@ -177,8 +181,10 @@ def extract_load(store, unit: UnitId, account, settings: Settings, opts: RunOpti
                 continue
             crash_point("after_fetch")
             result.fetched += len(raws)
-            if worker is None and n >= paging_split.START_AFTER and workers >= 2 and opts.limit is None:
-                worker = paging_split.PagingWorker(_job(stream, account, run_id, rt))
+            if worker is None and n >= stages.PAGING_WORKER_AFTER and workers >= 2 and opts.limit is None:
+                from pipelines.paging_split import PagingWorker  # pyarrow: a run with a page or two never needs it
+
+                worker = PagingWorker(_job(stream, account, run_id, rt))
             if worker is not None and worker.is_ready():
                 for batch in worker.send(raws, rt.now()):
                     high_water_mark = max(high_water_mark, load_normalized(store, stream, batch, result, progress),
@@ -212,9 +218,11 @@ def extract_load(store, unit: UnitId, account, settings: Settings, opts: RunOpti
     result.samples = store.samples
 
 
-def _job(stream, account, run_id: str, rt: Runtime) -> bulk_split.Job:
+def _job(stream, account, run_id: str, rt: Runtime) -> Job:
     """What a worker process needs to normalize this unit's records as this process would."""
-    return bulk_split.Job(stream.normalize, stream.identity, stream.connector.record_cursor, stream.tables,
+    from pipelines.bulk_split import Job
+
+    return Job(stream.normalize, stream.identity, stream.connector.record_cursor, stream.tables,
                           account.account, run_id, rt.now())
 
 
@@ -224,7 +232,9 @@ def load_downloaded(store, stream, downloaded: DownloadedResult, account, run_id
     batch as for records; returns the greatest cursor seen."""
     high_water_mark = None
     job = _job(stream, account, run_id, rt)
-    with closing(bulk_split.normalized_batches(downloaded, job, workers)) as normalized:  # closed: workers stop
+    from pipelines.bulk_split import normalized_batches
+
+    with closing(normalized_batches(downloaded, job, workers)) as normalized:  # closed: workers stop
         for batch in normalized:
             crash_point("after_fetch")
             result.fetched += batch.fetched
@@ -233,7 +243,7 @@ def load_downloaded(store, stream, downloaded: DownloadedResult, account, run_id
     return high_water_mark
 
 
-def load_normalized(store, stream, batch: bulk_split.NormalizedBatch, result: ProviderResult, progress: Progress):
+def load_normalized(store, stream, batch: NormalizedBatch, result: ProviderResult, progress: Progress):
     """dedup -> write for a batch normalized in another process; returns its greatest cursor."""
     for entry in batch.rejects:
         store.quarantine.add(**entry)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import queue
 import sys
 import threading
@@ -20,6 +21,10 @@ from storage.quarantine import Quarantine
 from storage.state import ProviderState
 
 BATCH_SIZE = 500  # records per normalize-dedup-write step: small enough that memory stays flat
+# Worker processes a run may start: at most one a core it may use (PIPELINE_BULK_WORKERS asks for
+# more or fewer); a paged crawl hands its batches to one after this many (pipelines/paging_split.py).
+CORES = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+PAGING_WORKER_AFTER = 2
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Date-partitioned Parquet: atomic writes of a unit's rows, and the start-up sweep of its files.
+"""Date-partitioned Parquet: atomic writes of a unit's rows (the start-up sweep of its files: storage/sweep.py).
 
 Layout (storage/paths.py): <data-dir>/normalized/<table>/source=<provider>/date=<YYYY-MM-DD>/
 <account>_<run_id>-<seq>.parquet. A file is staged as `.<name>.tmp` (no reader's `*.parquet` glob
@@ -18,12 +18,13 @@ from pathlib import Path
 import pyarrow as pa
 from pydantic import BaseModel
 
-from normalize.models import DELETIONS_SCHEMA, SCHEMA, Product, arrow_rows
-from normalize.order_models import ORDER_LINES_SCHEMA, ORDERS_SCHEMA
+from normalize.models import Product, arrow_rows
 from storage.crash import crash_point
 from storage.paths import (RUN_ID_RE, SOURCE_RE, TABLES, UnitId, dataset_root, file_name,  # noqa: F401
                            parse_file_name, partition_dir)
+from storage.schemas import SCHEMA, SCHEMAS
 from storage.settings import ROWS_PER_FILE  # 250,000 rows a file: why, in the comment below
+from storage.sweep import fsync_dir, sweep, unit_files  # noqa: F401 - named here too
 
 # A row group of 25,000 rows reads fast in DuckDB, Spark and pandas and bounds the writer's memory;
 # a file of 250,000 rows (about 25 MB here) is big enough that a large catalog is a few files, not
@@ -75,16 +76,6 @@ def _skip_pyarrow_pandas_probe() -> None:
 _skip_pyarrow_pandas_probe()
 
 
-def fsync_dir(path: Path) -> None:
-    if os.name != "posix":  # Windows cannot open a directory for fsync; NTFS journals the rename
-        return
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class StagedFile:
     """A Parquet file written row group by row group under a staging name, then published whole:
     flush, fsync, rename into place, fsync the directory. Until then no reader can see it."""
@@ -125,10 +116,6 @@ class StagedFile:
             except Exception:  # noqa: BLE001 - already failing; the staging file goes below
                 pass
         self.staging.unlink(missing_ok=True)
-
-
-SCHEMAS = {"products": SCHEMA, "product_deletions": DELETIONS_SCHEMA, "orders": ORDERS_SCHEMA,
-           "order_lines": ORDER_LINES_SCHEMA}  # every table's
 
 
 def to_table(rows: list, schema: pa.Schema = SCHEMA) -> pa.Table:
@@ -268,34 +255,3 @@ class PartitionWriter:
     def _publish(self) -> None:
         self.current.commit(self.mode)
         self.current = None
-
-
-def unit_files(data_dir: Path, unit: UnitId, *, legacy: bool = False) -> list[Path]:
-    """The unit's Parquet and staging files in every table of its stream (and, with `legacy`, its
-    provider's files from before units, whose names carry no account): never another unit's."""
-    mine = []
-    for table in TABLES[unit.stream]:
-        mine += _files_of(dataset_root(data_dir, table) / f"source={unit.provider}", unit, legacy)
-    return sorted(mine)
-
-
-def _files_of(base: Path, unit: UnitId, legacy: bool) -> list[Path]:
-    if not base.is_dir():
-        return []
-    mine = []
-    for path in base.glob("date=*/*"):
-        parsed = parse_file_name(path.name)
-        if parsed is not None and (parsed[0] == unit.account or (legacy and parsed[0] is None)) and path.is_file():
-            mine.append(path)
-    return mine
-
-
-def sweep(data_dir: Path, unit: UnitId, uncommitted_run: str | None, *, legacy: bool = False) -> list[Path]:
-    """Remove the unit's staging files and the files of its run that never committed; returns what went."""
-    removed = []
-    for path in unit_files(data_dir, unit, legacy=legacy):
-        _, run_id, staging = parse_file_name(path.name)
-        if staging or (uncommitted_run is not None and run_id == uncommitted_run):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage.parquet import parse_file_name, sweep, unit_files
-from storage.paths import TABLES, UnitId
+from storage.paths import TABLES, UnitId, parse_file_name
 from storage.state import ProviderState
+from storage.sweep import sweep, unit_files
 
 
 def recover(state: ProviderState, data_dir: Path, unit: UnitId, *, legacy: bool = False,

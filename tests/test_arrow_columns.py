@@ -15,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from normalize import Rejected
-from normalize.models import SCHEMA, Product, Variant, arrow_rows
+from normalize.models import Product, Variant, arrow_rows
+from storage.schemas import SCHEMA
 from storage.parquet import PartitionWriter, to_table
 from storage.paths import UnitId
 from tests.test_properties import CHECK, NORMALIZERS, near_valid, normalize

@@ -11,7 +11,7 @@ import pytest
 
 from connectors import shopify_bulk
 from normalize import shopify as shopify_normalizer
-from pipelines import bulk_split
+from pipelines import bulk_split, stages
 from storage.paths import UnitId
 from storage.state import ProviderState, state_path
 from tests.conftest import SHOP, TOKEN, catalog_requests
@@ -51,7 +51,7 @@ def rich():
 def two_workers(monkeypatch):
     """Two workers, whatever the default and however many cores this machine has."""
     monkeypatch.setenv("PIPELINE_BULK_WORKERS", "2")
-    monkeypatch.setattr(bulk_split, "WORKERS", 2)
+    monkeypatch.setattr(stages, "CORES", 2)
 
 
 def test_one_worker_asked_for_reads_a_large_downloaded_result_in_this_process(rich, run, dirs, monkeypatch):
@@ -66,7 +66,7 @@ def test_by_default_two_workers_read_it_and_never_more_than_the_cores(rich, run,
     calls = spy_on_splits(monkeypatch)
     monkeypatch.setattr(shopify_bulk, "SPLIT_MIN_LINES", 1)
     assert run(rich, "--full-refresh", env={"PIPELINE_BULK_WORKERS": None})[0].exit_code == 0
-    monkeypatch.setattr(bulk_split, "WORKERS", 1)  # a one-core machine
+    monkeypatch.setattr(stages, "CORES", 1)  # a one-core machine
     assert run(rich, "--full-refresh", env={"PIPELINE_BULK_WORKERS": "4"})[0].exit_code == 0
     assert calls == [2]
 

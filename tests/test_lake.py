@@ -122,6 +122,22 @@ def test_a_local_parquet_run_imports_neither_deltalake_nor_boto3(sandbox, tmp_pa
     assert not imported & {"deltalake", "boto3", "botocore"}
 
 
+def test_a_run_with_nothing_new_imports_no_pyarrow(sandbox, tmp_path):
+    """The 1-request rerun of an unchanged catalog writes nothing: it reads no Parquet and builds no
+    Arrow, so it never pays pyarrow's import (a third of its start-up)."""
+    env = base_env(tmp_path, **shopify_env(sandbox, TOKEN))
+    imported = []
+    for _ in range(2):
+        completed = subprocess.run([sys.executable, "-X", "importtime", str(REPO / "pipelines" / "run_pipeline.py")],
+                                   env=env, cwd="/", capture_output=True, text=True, timeout=120)
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        imported.append({line.rsplit("|", 1)[-1].strip() for line in completed.stderr.splitlines()
+                         if line.startswith("import time:")})
+    assert "pyarrow" in imported[0] and "storage.parquet" in imported[0]  # the first run wrote the catalog
+    assert {"pyarrow", "numpy", "storage.parquet", "pipelines.bulk_split"}.isdisjoint(imported[1])
+    assert "storage.destination" in imported[1]  # the second ran a unit
+
+
 @pytest.mark.parametrize("destination, words", [
     ("s3://AKIDEXAMPLE:wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY@bucket/p", ["must not carry credentials"]),
     ("s3://Bad_Bucket/p", ["not an S3 bucket name"]),

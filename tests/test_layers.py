@@ -126,11 +126,11 @@ def test_the_command_line_loads_the_run_only_to_run():
 
 
 def test_a_stream_loads_only_its_own_provider_and_records():
-    """A Shopify products run imports no other provider's code, nor the Parquet reader and the Delta
-    writer before it has something to read or write."""
+    """A Shopify products run imports no other provider's code, nor pyarrow, the Parquet writer and
+    the Delta writer before it has something to read or write."""
     others = ("connectors.amazon", "connectors.ebay", "connectors.ebay_orders", "connectors.shopify_orders",
               "normalize.amazon", "normalize.ebay", "normalize.ebay_orders", "normalize.shopify_orders",
-              "storage.delta", "pyarrow.parquet")
+              "storage.delta", "pyarrow", "storage.parquet", "storage.schemas")
     code = "import pipelines.run\nfrom pipelines.streams import stream_of\nstream_of('shopify', 'products')"
     assert "connectors.shopify" in loaded_after(code, ("connectors.shopify",))
     assert loaded_after(code, others) == []

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from normalize import Rejected
-from normalize.models import SCHEMA
+from storage.schemas import SCHEMA
 from normalize.shopify import to_product
 from tests.conftest import load_fixture
 

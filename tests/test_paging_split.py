@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from normalize import shopify as shopify_normalizer
-from pipelines import bulk_split, paging_split, run as run_module
+from pipelines import bulk_split, paging_split, run as run_module, stages
 from storage.paths import UnitId
 from storage.state import ProviderState, state_path
 from tests.conftest import SHOP, TOKEN
@@ -38,7 +38,7 @@ def worker_batches(monkeypatch) -> list:
     """Small batches, two workers allowed, a worker ready as soon as it is started (so which
     batches it takes does not depend on this machine's speed); returns each batch's size it took."""
     monkeypatch.setenv("PIPELINE_BULK_WORKERS", "2")
-    monkeypatch.setattr(bulk_split, "WORKERS", 2)
+    monkeypatch.setattr(stages, "CORES", 2)
     monkeypatch.setattr(run_module, "BATCH_SIZE", BATCH)
     sent = []
     real_send = paging_split.PagingWorker.send
@@ -69,7 +69,7 @@ def test_a_worker_writes_exactly_the_rows_quarantine_and_state_of_one_process(ri
 
     result, record = run(rich, env={"PIPELINE_BULK_WORKERS": "2"})
     assert result.exit_code == 0, result.output
-    assert worker_batches == [BATCH] * (SIZE // BATCH - paging_split.START_AFTER)
+    assert worker_batches == [BATCH] * (SIZE // BATCH - stages.PAGING_WORKER_AFTER)
     assert len(one) == SIZE - 1 and all_rows(dirs["data"]) == one  # every column, raw_hash included
     assert len(one_quarantined) == 1 and quarantined(dirs["data"]) == one_quarantined
     entry = record["providers"]["shopify"]
@@ -119,11 +119,11 @@ def test_a_short_crawl_never_starts_a_worker(run, dirs, worker_batches, monkeypa
 
     started = []
     monkeypatch.setattr(paging_split, "PagingWorker", lambda job: started.append(job))
-    with ShopifySandbox(CatalogSpec(size=BATCH * paging_split.START_AFTER, rich=True), token=TOKEN,
+    with ShopifySandbox(CatalogSpec(size=BATCH * stages.PAGING_WORKER_AFTER, rich=True), token=TOKEN,
                         throttle=False) as server:
         result, record = run(server)
     assert result.exit_code == 0, result.output
-    assert started == [] and record["providers"]["shopify"]["written"] == BATCH * paging_split.START_AFTER
+    assert started == [] and record["providers"]["shopify"]["written"] == BATCH * stages.PAGING_WORKER_AFTER
 
 
 def broken_cursor(raw):

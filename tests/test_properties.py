@@ -26,7 +26,7 @@ from normalize import Rejected
 from normalize import amazon as amazon_norm
 from normalize import ebay as ebay_norm
 from normalize import shopify as shopify_norm
-from normalize.models import SCHEMA
+from storage.schemas import SCHEMA
 from tests.conftest import load_fixture
 
 EXAMPLES = 300
