@@ -143,7 +143,7 @@ def append_commits(root: str, account: str, commits: int) -> None:
                                        "fetched_at": now, "run_id": run_id, "raw_hash": f"{run_id}/{k}",
                                        "date": date.today()} for k in range(5)], schema=TABLE_SCHEMAS["products"])
         first = first or time.time()
-        tables.append(pa.RecordBatchReader.from_batches(batch.schema, batch.to_batches()), unit, run_id)
+        tables.append(lambda: pa.RecordBatchReader.from_batches(batch.schema, batch.to_batches()), unit, run_id)
     print(json.dumps({"first": first, "last": time.time()}), flush=True)
     end_process(0)
 

@@ -8,8 +8,10 @@ Why each step is safe beside running writers:
   a unit's append meanwhile is a blind append that delta-rs rebases past it, so neither loses a
   row. delta-rs retries its commit 15 times whatever `max_commit_retries` says (measured with
   deltalake 1.6.6: "Failed to commit transaction: 15" with 100 asked), so a partition whose commit
-  lost that often is compacted again from a fresh snapshot, up to COMPACT_ATTEMPTS times; the
-  losing attempt's files are committed nowhere and go with a later vacuum.
+  lost that often is compacted again from a fresh snapshot, after a pause that doubles, up to
+  COMPACT_ATTEMPTS times; the losing attempt's files are committed nowhere and go with a later
+  vacuum. (A table takes about 4 commits a second, docs/scaling.md: an attempt loses only when its
+  rewrite outlasts 15 commits of a burst, which on two loaded cores happened in CI.)
 - **vacuum** in delta-rs's full mode removes (a) files a version removed longer than the retention
   ago and (b) files no commit references whose Last-Modified is older than the retention: a killed
   writer's leftovers. A running writer uploads its data files first and commits right after,
@@ -29,6 +31,7 @@ bucket lifecycle rule aborts them (README, "Compaction").
 from __future__ import annotations
 
 import math
+import random
 import re
 import time
 from collections import Counter
@@ -39,7 +42,8 @@ from storage.delta import MAX_COMMIT_RETRIES, PARTITION_BY
 MIN_RETENTION_HOURS = 24
 DEFAULT_RETENTION_HOURS = 168
 DELTA_DEFAULT_RETENTION_HOURS = 168  # delta-rs's minimum when the table sets no delta.deletedFileRetentionDuration
-COMPACT_ATTEMPTS = 5
+COMPACT_ATTEMPTS = 8
+RETRY_PAUSE_S = (1.0, 8.0)  # the pause after a lost attempt: doubling from the first, at most the second, jittered
 _INTERVAL_RE = re.compile(r"\s*interval\s+(\d+)\s+(second|minute|hour|day|week)s?\s*", re.IGNORECASE)
 _UNIT_HOURS = {"second": 1 / 3600, "minute": 1 / 60, "hour": 1, "day": 24, "week": 168}
 
@@ -146,6 +150,8 @@ def _retrying(dt, step, report: TableReport, what: str):
             if attempt == COMPACT_ATTEMPTS:
                 raise
             report.retried.append(what)
+            # A lost attempt means a burst of unit commits: a jittered pause lets it pass.
+            time.sleep(min(RETRY_PAUSE_S[0] * 2 ** (attempt - 1), RETRY_PAUSE_S[1]) * random.uniform(0.5, 1.0))
             dt.update_incremental()
 
 

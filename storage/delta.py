@@ -4,7 +4,8 @@
 (the run's UTC start date), partitioned by `source` and `account`: each unit appends only to its
 own partition, so concurrent units' commits never conflict in content, and delta-rs only has to
 retry the commit number (a conditional put of `_delta_log/N.json`; retries raised to 100, as 12
-writers at once exhausted the default 15). One commit per unit per run, tagged with the run id.
+writers at once exhausted the default 15, and an append that still lost is written again from a
+fresh snapshot). One commit per unit per run, tagged with the run id.
 
 A unit's rows are spooled to a local Parquet file while the run streams (memory stays flat), then
 appended in that one commit at the end. Tables are created before units fan out; two first runs
@@ -20,6 +21,7 @@ interpreter teardown.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -35,6 +37,7 @@ PARTITION_BY = ["source", "account"]
 DATE = pa.field("date", pa.date32())
 TABLE_SCHEMAS = {table: schema.append(DATE) for table, schema in SCHEMAS.items()}
 MAX_COMMIT_RETRIES = 100
+APPEND_ATTEMPTS = 4  # whole appends, each with MAX_COMMIT_RETRIES (DeltaTables.append)
 RUN_ID_KEY, UNIT_KEY = "pipeline.run_id", "pipeline.unit"  # in each commit's commitInfo
 # Statistics on these columns let a reader (and recovery, by run_id) skip files.
 STATS_COLUMNS = {"products": "run_id,raw_hash,source_id,source_updated_at,fetched_at,price",
@@ -92,18 +95,44 @@ class DeltaTables:
                     self._tables[table] = DeltaTable(self.uri(table), storage_options=self.storage_options)
             return self._tables[table]
 
-    def append(self, reader: pa.RecordBatchReader, unit: UnitId, run_id: str, table: str = "products") -> list[str]:
-        """One commit of `reader`'s rows, tagged with the run; returns the data files it added,
-        relative to the destination root."""
+    def append(self, rows: Callable[[], pa.RecordBatchReader], unit: UnitId, run_id: str,
+               table: str = "products") -> list[str]:
+        """One commit of the rows `rows()` reads, tagged with the run; returns the data files it added,
+        relative to the destination root.
+
+        A commit that lost all of delta-rs's retries (CommitFailedError "Failed to commit transaction:
+        100": seen once in CI, three writers and compactions on two loaded cores) is written again
+        from a fresh snapshot, up to APPEND_ATTEMPTS times, unless the commits since name this run
+        (one whose answer was lost): the rows land once. A lost attempt's files are committed
+        nowhere; vacuum takes them after the retention."""
         from deltalake import CommitProperties, WriterProperties, write_deltalake
+        from deltalake.exceptions import CommitFailedError
 
         dt = self.table(table)
-        write_deltalake(dt, reader, mode="append", partition_by=PARTITION_BY,
-                        writer_properties=WriterProperties(compression=COMPRESSION.upper()),
-                        commit_properties=CommitProperties(custom_metadata={RUN_ID_KEY: run_id, UNIT_KEY: str(unit)},
-                                                           max_commit_retries=MAX_COMMIT_RETRIES))
+        for attempt in range(1, APPEND_ATTEMPTS + 1):
+            before = dt.version()
+            try:
+                write_deltalake(dt, rows(), mode="append", partition_by=PARTITION_BY,
+                                writer_properties=WriterProperties(compression=COMPRESSION.upper()),
+                                commit_properties=CommitProperties(
+                                    custom_metadata={RUN_ID_KEY: run_id, UNIT_KEY: str(unit)},
+                                    max_commit_retries=MAX_COMMIT_RETRIES))
+                break
+            except CommitFailedError:
+                dt.update_incremental()
+                if self.committed_since(before, unit, run_id, table):
+                    break
+                if attempt == APPEND_ATTEMPTS:
+                    raise
         crash_point("between_data_and_state")
         return [f"normalized/{table}/{path}" for path in self.files_of(unit, run_id, table)]
+
+    def committed_since(self, version: int, unit: UnitId, run_id: str, table: str = "products") -> bool:
+        """Whether a commit after `version` (of the table as last read) is the run's for the unit."""
+        dt = self.table(table)
+        newer = dt.version() - version
+        return newer > 0 and any(commit.get(RUN_ID_KEY) == run_id and commit.get(UNIT_KEY) == str(unit)
+                                 for commit in dt.history(newer))
 
     def files_of(self, unit: UnitId, run_id: str, table: str = "products") -> list[str]:
         """The table's files holding rows of `run_id` in the unit's partition (from the log's stats)."""
@@ -242,8 +271,8 @@ class DeltaWriter:
                 yield batch.append_column("date", pa.array([self.day] * batch.num_rows, pa.date32()))
 
         crash_point("before_delta_commit")
-        files = self.tables.append(pa.RecordBatchReader.from_batches(TABLE_SCHEMAS[self.table], batches()), self.unit,
-                                   self.run_id, self.table)
+        files = self.tables.append(lambda: pa.RecordBatchReader.from_batches(TABLE_SCHEMAS[self.table], batches()),
+                                   self.unit, self.run_id, self.table)
         self.committed = True
         self.spool.unlink(missing_ok=True)
         return files

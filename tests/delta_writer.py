@@ -1,9 +1,9 @@
 """A unit's writer for the compaction tests, as a process of its own: one-commit appends of ROWS
 rows each into a destination's products table (storage.delta.DeltaTables.append, as a run commits),
-at least `minimum` of them and then until the file `stop` exists. Prints each commit's run id once
+at least `minimum` of them and then until the file `stop` exists, `pause` seconds apart. Prints each commit's run id once
 its commit returned, so the test knows every commit that must be in the table.
 
-  python -m tests.delta_writer ROOT ACCOUNT MINIMUM STOP     # DELTA_OPTIONS: delta-rs options as JSON
+  python -m tests.delta_writer ROOT ACCOUNT MINIMUM STOP [PAUSE]     # DELTA_OPTIONS: delta-rs options as JSON
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -34,14 +35,16 @@ def rows(account: str, run_id: str) -> pa.RecordBatchReader:
 
 def main() -> None:
     root, account, minimum, stop = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+    pause = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
     tables = DeltaTables(root, json.loads(os.environ.get("DELTA_OPTIONS") or "null"))
     unit, marker = UnitId("shopify", account), os.getpid() % 0xFFFFFF
     for n in range(MAX_COMMITS):
         if n >= minimum and stop.exists():
             break
         run_id = f"20261201T{n:06d}Z-{marker:06x}"
-        tables.append(rows(account, run_id), unit, run_id)
+        tables.append(lambda: rows(account, run_id), unit, run_id)
         print(run_id, flush=True)
+        time.sleep(pause)
     end_process(0)
 
 

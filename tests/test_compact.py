@@ -118,14 +118,16 @@ def test_a_second_compaction_meanwhile_is_exit_75_and_touches_nothing(three_runs
 
 def test_compacting_while_units_write_loses_no_commit_and_exits_0_every_time(lake, tmp_path):
     """Three writer processes append one-commit runs to their own partitions of one table in the
-    local S3 while compact runs again and again as its own process, as a scheduler would start it."""
+    local S3 while compact runs again and again as its own process, as a scheduler would start it.
+    Each writer commits every 0.2 s, as fast as a table takes commits from a fleet (about 4 a
+    second, docs/scaling.md); flat out on two loaded cores they outran a partition's rewrite."""
     s3, bucket, env = lake
     from storage.delta import DeltaTables
 
     root, options, stop = f"s3://{bucket}/lake", storage_options(s3), tmp_path / "stop"
     DeltaTables(root, options).ensure("products")
     writer_env = {**os.environ, "DELTA_OPTIONS": json.dumps(options)}
-    writers = [subprocess.Popen([sys.executable, "-m", "tests.delta_writer", root, f"shop-{i}", "4", str(stop)],
+    writers = [subprocess.Popen([sys.executable, "-m", "tests.delta_writer", root, f"shop-{i}", "4", str(stop), "0.2"],
                                 cwd=REPO, env=writer_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for i in range(3)]
     cli_env = base_env(tmp_path, **env)
@@ -153,3 +155,88 @@ def test_compacting_while_units_write_loses_no_commit_and_exits_0_every_time(lak
     writes = [h["pipeline.run_id"] for h in table.history() if h["operation"] == "WRITE" and "pipeline.run_id" in h]
     assert sorted(writes) == sorted(committed)  # no commit lost, none made twice
     assert any("compacted into" in r.stdout and " 0 compacted" not in r.stdout for r in runs)
+
+
+class LosingCommits:
+    """write_deltalake that raises delta-rs's CommitFailedError for the first `losses` calls, after
+    writing the commit anyway on those listed in `landed` (a commit whose answer was lost)."""
+
+    def __init__(self, losses: int, landed: tuple[int, ...] = ()):
+        import deltalake
+
+        self.real, self.losses, self.landed, self.calls = deltalake.write_deltalake, losses, landed, 0
+
+    def __call__(self, *args, **kwargs):
+        from deltalake.exceptions import CommitFailedError
+
+        self.calls += 1
+        if self.calls > self.losses or self.calls in self.landed:
+            self.real(*args, **kwargs)
+        if self.calls <= self.losses:
+            raise CommitFailedError("Failed to commit transaction: 100")
+
+
+@pytest.mark.parametrize("losses, landed, calls", [(1, (), 2), (3, (), 4), (2, (2,), 2)])
+def test_an_append_that_lost_its_commit_is_written_again_and_lands_once(tmp_path, monkeypatch, losses, landed, calls):
+    import deltalake
+
+    from storage.delta import DeltaTables
+    from storage.paths import UnitId
+    from tests.delta_writer import rows
+
+    tables, unit = DeltaTables(str(tmp_path)), UnitId("shopify", "shop-a")
+    tables.ensure("products")
+    losing = LosingCommits(losses, landed)
+    monkeypatch.setattr(deltalake, "write_deltalake", losing)
+    files = tables.append(lambda: rows("shop-a", "R1"), unit, "R1")
+    assert losing.calls == calls
+    found, active = table_state(tmp_path / "normalized" / "products")
+    assert sorted(r["source_id"] for r in found) == [f"R1/{k}" for k in range(ROWS)]
+    assert len(files) == 1 and str(tmp_path / files[0]) in {uri.removeprefix("file://") for uri in active}
+
+
+def test_an_append_that_loses_every_attempt_raises_and_commits_nothing(tmp_path, monkeypatch):
+    import deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    from storage.delta import APPEND_ATTEMPTS, DeltaTables
+    from storage.paths import UnitId
+    from tests.delta_writer import rows
+
+    tables = DeltaTables(str(tmp_path))
+    tables.ensure("products")
+    losing = LosingCommits(APPEND_ATTEMPTS)
+    monkeypatch.setattr(deltalake, "write_deltalake", losing)
+    with pytest.raises(CommitFailedError):
+        tables.append(lambda: rows("shop-a", "R1"), UnitId("shopify", "shop-a"), "R1")
+    assert losing.calls == APPEND_ATTEMPTS
+    assert table_state(tmp_path / "normalized" / "products")[0] == []
+
+
+def test_a_compaction_step_that_lost_its_commit_is_tried_again_from_a_fresh_snapshot(monkeypatch):
+    from deltalake.exceptions import CommitFailedError
+
+    from storage import compaction
+
+    class Table:
+        refreshed = 0
+
+        def update_incremental(self):
+            self.refreshed += 1
+
+    def step():
+        outcomes.pop(0)()
+        return "compacted"
+
+    def lose():
+        raise CommitFailedError("Failed to commit transaction: 15")
+
+    monkeypatch.setattr(compaction, "RETRY_PAUSE_S", (0.0, 0.0))
+    dt, report = Table(), compaction.TableReport("products")
+    outcomes = [lose, lose, lambda: None]
+    assert compaction._retrying(dt, step, report, "shopify/shop-a") == "compacted"
+    assert report.retried == ["shopify/shop-a"] * 2 and dt.refreshed == 2
+    outcomes = [lose] * compaction.COMPACT_ATTEMPTS
+    with pytest.raises(CommitFailedError):
+        compaction._retrying(dt, step, report, "vacuum")
+    assert outcomes == [] and report.retried.count("vacuum") == compaction.COMPACT_ATTEMPTS - 1
