@@ -13,6 +13,7 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-checks.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-checks.txt
+	$(PY) -m compileall -q pipelines connectors normalize storage  # start-up without compiling, even under PYTHONDONTWRITEBYTECODE
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the pipeline on the sandbox, run twice, then after 3% of products change
