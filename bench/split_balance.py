@@ -37,10 +37,11 @@ def _stat(path: str) -> tuple[str, int, float] | None:
     return text[text.index("(") + 1:text.rindex(")")], int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK
 
 
-def watched_run(env: dict) -> tuple[float, dict]:
-    """Run the pipeline; (wall s, {(pid, tid): (name, CPU s, last seen s)}). Exits if it fails."""
+def watched_run(env: dict) -> tuple[float, int, dict]:
+    """Run the pipeline; (wall s, its pid, {(pid, tid): (name, CPU s, last seen s)}). Exits if it fails."""
     started = time.monotonic()
-    proc = subprocess.Popen(OURS, env=env, cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    errors = tempfile.TemporaryFile()
+    proc = subprocess.Popen(OURS, env=env, cwd="/", stdout=subprocess.DEVNULL, stderr=errors)
     seen: dict = {}
     while proc.poll() is None:
         for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -57,8 +58,10 @@ def watched_run(env: dict) -> tuple[float, dict]:
                     seen[int(pid), int(tid)] = (thread[0], thread[2], time.monotonic() - started)
         time.sleep(0.02)
     if proc.returncode:
-        sys.exit(f"the pipeline exited {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
-    return time.monotonic() - started, seen
+        errors.seek(0)
+        sys.exit(f"the pipeline exited {proc.returncode}: {errors.read().decode()[-2000:]}")
+    errors.close()
+    return time.monotonic() - started, proc.pid, seen
 
 
 def main(size: int, runs: int) -> None:
@@ -75,8 +78,7 @@ def main(size: int, runs: int) -> None:
         player = ReplayProcess("serve", "--recording", str(tmp / "recording"), token=sandbox.info["token"])
         try:
             for n in range(runs):
-                wall, seen = watched_run(pipeline_env(tmp / f"run-{n}", player))
-                run_pid = min(pid for pid, _ in seen)
+                wall, run_pid, seen = watched_run(pipeline_env(tmp / f"run-{n}", player))
                 print(f"run {n + 1}: {wall:.2f} s wall")
                 for (pid, tid), (name, cpu, last) in sorted(seen.items()):
                     if cpu >= 0.05:

@@ -20,7 +20,9 @@ interpreter teardown.
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -38,6 +40,7 @@ DATE = pa.field("date", pa.date32())
 TABLE_SCHEMAS = {table: schema.append(DATE) for table, schema in SCHEMAS.items()}
 MAX_COMMIT_RETRIES = 100
 APPEND_ATTEMPTS = 4  # whole appends, each with MAX_COMMIT_RETRIES (DeltaTables.append)
+APPEND_PAUSE_S = 0.5  # before the second; doubling, jittered
 RUN_ID_KEY, UNIT_KEY = "pipeline.run_id", "pipeline.unit"  # in each commit's commitInfo
 # Statistics on these columns let a reader (and recovery, by run_id) skip files.
 STATS_COLUMNS = {"products": "run_id,raw_hash,source_id,source_updated_at,fetched_at,price",
@@ -58,6 +61,7 @@ class DeltaTables:
         self.root, self.storage_options = root.rstrip("/"), storage_options
         self._tables: dict[str, object] = {}
         self._lock = threading.Lock()
+        self._appending = threading.Lock()
 
     def uri(self, table: str = "products") -> str:
         return f"{self.root}/normalized/{table}"
@@ -104,26 +108,31 @@ class DeltaTables:
         100": seen once in CI, three writers and compactions on two loaded cores) is written again
         from a fresh snapshot, up to APPEND_ATTEMPTS times, unless the commits since name this run
         (one whose answer was lost): the rows land once. A lost attempt's files are committed
-        nowhere; vacuum takes them after the retention."""
+        nowhere; vacuum takes them after the retention. One append at a time in a process (the
+        table object is shared: the check reads its versions)."""
         from deltalake import CommitProperties, WriterProperties, write_deltalake
         from deltalake.exceptions import CommitFailedError
 
         dt = self.table(table)
-        for attempt in range(1, APPEND_ATTEMPTS + 1):
-            before = dt.version()
-            try:
-                write_deltalake(dt, rows(), mode="append", partition_by=PARTITION_BY,
-                                writer_properties=WriterProperties(compression=COMPRESSION.upper()),
-                                commit_properties=CommitProperties(
-                                    custom_metadata={RUN_ID_KEY: run_id, UNIT_KEY: str(unit)},
-                                    max_commit_retries=MAX_COMMIT_RETRIES))
-                break
-            except CommitFailedError:
-                dt.update_incremental()
-                if self.committed_since(before, unit, run_id, table):
+        with self._appending:
+            for attempt in range(1, APPEND_ATTEMPTS + 1):
+                before = dt.version()
+                try:
+                    write_deltalake(dt, rows(), mode="append", partition_by=PARTITION_BY,
+                                    writer_properties=WriterProperties(compression=COMPRESSION.upper()),
+                                    commit_properties=CommitProperties(
+                                        custom_metadata={RUN_ID_KEY: run_id, UNIT_KEY: str(unit)},
+                                        max_commit_retries=MAX_COMMIT_RETRIES))
                     break
-                if attempt == APPEND_ATTEMPTS:
-                    raise
+                except CommitFailedError:
+                    dt.update_incremental()
+                    if self.committed_since(before, unit, run_id, table):
+                        break
+                    if attempt == APPEND_ATTEMPTS:
+                        raise
+                    # It lost to a burst of commits: a jittered pause lets the burst pass.
+                    time.sleep(APPEND_PAUSE_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
+                    dt.update_incremental()
         crash_point("between_data_and_state")
         return [f"normalized/{table}/{path}" for path in self.files_of(unit, run_id, table)]
 

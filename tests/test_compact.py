@@ -184,6 +184,7 @@ def test_an_append_that_lost_its_commit_is_written_again_and_lands_once(tmp_path
     from storage.paths import UnitId
     from tests.delta_writer import rows
 
+    monkeypatch.setattr("storage.delta.APPEND_PAUSE_S", 0.0)
     tables, unit = DeltaTables(str(tmp_path)), UnitId("shopify", "shop-a")
     tables.ensure("products")
     losing = LosingCommits(losses, landed)
@@ -203,6 +204,7 @@ def test_an_append_that_loses_every_attempt_raises_and_commits_nothing(tmp_path,
     from storage.paths import UnitId
     from tests.delta_writer import rows
 
+    monkeypatch.setattr("storage.delta.APPEND_PAUSE_S", 0.0)
     tables = DeltaTables(str(tmp_path))
     tables.ensure("products")
     losing = LosingCommits(APPEND_ATTEMPTS)
