@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test sandbox run-pipeline clean-demo secrets-scan hooks crash-test race-test check-airflow \
-	check-workflow check-report crontab prune-logs bench bench-1m lake-race-test lake-crash-test demo-lake bench-lake clean-demo-lake bench-history bench-fleet
+	check-workflow check-report crontab prune-logs bench bench-1m compact-race-test lake-race-test lake-crash-test demo-lake bench-lake clean-demo-lake bench-history bench-fleet
 
 # requirements-checks.txt is hash-pinned (actionlint), so it gets its own pip call with --require-hashes.
 $(STAMP): requirements.txt requirements-dev.txt requirements-checks.txt
@@ -43,6 +43,10 @@ crash-test: $(STAMP)  ## 30 random SIGKILLs of sandbox runs, each followed by a 
 
 race-test: $(STAMP)  ## 50 races of two runs of the same provider
 	RACES=$${RACES:-50} $(PY) -m pytest -q -s tests/test_overlap.py
+
+compact-race-test: $(STAMP)  ## compaction beside three Delta writers committing flat out, 5 times (the lost-commit retries for real)
+	for i in 1 2 3 4 5; do COMPACT_WRITER_PAUSE=0 $(PY) -m pytest -q -p no:cacheprovider tests/test_compact.py \
+		-k compacting_while_units_write || exit 1; done
 
 lake-race-test: $(STAMP)  ## object store: 10 rounds of 4 workers on 4 units, 20 races of one unit twice
 	LAKE_ROUNDS=$${LAKE_ROUNDS:-10} LAKE_RACES=$${LAKE_RACES:-20} $(PY) -m pytest -q -s tests/test_lake_leases.py

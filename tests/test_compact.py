@@ -120,14 +120,18 @@ def test_compacting_while_units_write_loses_no_commit_and_exits_0_every_time(lak
     """Three writer processes append one-commit runs to their own partitions of one table in the
     local S3 while compact runs again and again as its own process, as a scheduler would start it.
     Each writer commits every 0.2 s, as fast as a table takes commits from a fleet (about 4 a
-    second, docs/scaling.md); flat out on two loaded cores they outran a partition's rewrite."""
+    second, docs/scaling.md); flat out on two loaded cores they outran a partition's rewrite.
+    `make compact-race-test` runs it again and again with the writers flat out
+    (COMPACT_WRITER_PAUSE=0), as CI once ran it: commits can then lose all their retries, and each
+    must still land once."""
     s3, bucket, env = lake
     from storage.delta import DeltaTables
 
     root, options, stop = f"s3://{bucket}/lake", storage_options(s3), tmp_path / "stop"
     DeltaTables(root, options).ensure("products")
     writer_env = {**os.environ, "DELTA_OPTIONS": json.dumps(options)}
-    writers = [subprocess.Popen([sys.executable, "-m", "tests.delta_writer", root, f"shop-{i}", "4", str(stop), "0.2"],
+    writers = [subprocess.Popen([sys.executable, "-m", "tests.delta_writer", root, f"shop-{i}", "4", str(stop),
+                                 os.environ.get("COMPACT_WRITER_PAUSE", "0.2")],
                                 cwd=REPO, env=writer_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for i in range(3)]
     cli_env = base_env(tmp_path, **env)
