@@ -1,13 +1,14 @@
 """A long paged crawl normalized in a worker process, for the second core.
 
 Paging keeps one core busy with the HTTP answers, their JSON and the crawl, and the same core then
-normalizes, dedups and writes each batch. Once a crawl has filled PAGING_WORKER_AFTER batches (a run
-that finds little never starts a process, nor imports this module), a worker process is started beside it; while it starts, the
-batches go on being normalized here, and once it says it is ready, each later batch is sent to it
-(in marshal's format: exact for every value JSON can carry, a NaN or a 30-digit integer included,
-and 2.5 times faster to write than pickle's; the run's own work decides the wall time) and comes back normalized as for a bulk result
-(pipelines/bulk_split.py: the valid rows as Arrow, each record's version, the rejects, the greatest
-cursor), in the order sent, which the run dedups and writes.
+normalizes, dedups and writes each batch. Once a crawl has filled PAGING_WORKER_AFTER batches (a
+run that finds little never starts a process, nor imports this module), a worker process is started
+beside it; while it starts, the batches go on being normalized here, and once it says it is ready,
+each later batch is sent to it (in marshal's format: exact for every value JSON can carry, a NaN or
+a 30-digit integer included, and 2.5 times faster to write than pickle's; the run's own work decides
+the wall time) and comes back normalized as for a bulk result (pipelines/bulk_split.py: the valid
+rows as Arrow, each record's version, the rejects, the greatest cursor), in the order sent, which
+the run dedups and writes.
 
 A thread here writes the batches into the worker's pipe, so the run never waits on a busy worker
 while the worker waits on it; at most DEPTH batches are out at a time, so memory stays bounded. A

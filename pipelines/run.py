@@ -222,8 +222,8 @@ def _job(stream, account, run_id: str, rt: Runtime) -> Job:
     """What a worker process needs to normalize this unit's records as this process would."""
     from pipelines.bulk_split import Job
 
-    return Job(stream.normalize, stream.identity, stream.connector.record_cursor, stream.tables,
-                          account.account, run_id, rt.now())
+    return Job(stream.normalize, stream.identity, stream.connector.record_cursor, stream.tables, account.account,
+               run_id, rt.now())
 
 
 def load_downloaded(store, stream, downloaded: DownloadedResult, account, run_id: str, rt: Runtime,

@@ -31,19 +31,18 @@ bucket lifecycle rule aborts them (README, "Compaction").
 from __future__ import annotations
 
 import math
-import random
 import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from storage.delta import MAX_COMMIT_RETRIES, PARTITION_BY
+from storage.delta import MAX_COMMIT_RETRIES, PARTITION_BY, pause_after_loss
 
 MIN_RETENTION_HOURS = 24
 DEFAULT_RETENTION_HOURS = 168
 DELTA_DEFAULT_RETENTION_HOURS = 168  # delta-rs's minimum when the table sets no delta.deletedFileRetentionDuration
 COMPACT_ATTEMPTS = 8
-RETRY_PAUSE_S = (1.0, 8.0)  # the pause after a lost attempt: doubling from the first, at most the second, jittered
+RETRY_PAUSE_S = (1.0, 8.0)  # the pause after a lost attempt: doubling from the first, at most the second
 _INTERVAL_RE = re.compile(r"\s*interval\s+(\d+)\s+(second|minute|hour|day|week)s?\s*", re.IGNORECASE)
 _UNIT_HOURS = {"second": 1 / 3600, "minute": 1 / 60, "hour": 1, "day": 24, "week": 168}
 
@@ -150,8 +149,7 @@ def _retrying(dt, step, report: TableReport, what: str):
             if attempt == COMPACT_ATTEMPTS:
                 raise
             report.retried.append(what)
-            # A lost attempt means a burst of unit commits: a jittered pause lets it pass.
-            time.sleep(min(RETRY_PAUSE_S[0] * 2 ** (attempt - 1), RETRY_PAUSE_S[1]) * random.uniform(0.5, 1.0))
+            pause_after_loss(attempt, *RETRY_PAUSE_S)
             dt.update_incremental()
 
 

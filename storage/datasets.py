@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from storage.history_db import history_path
-from storage.parquet import SCHEMAS
+from storage.schemas import SCHEMAS
 from storage.paths import dataset_root
 
 RUNS_SCHEMA = pa.schema([

@@ -40,7 +40,7 @@ DATE = pa.field("date", pa.date32())
 TABLE_SCHEMAS = {table: schema.append(DATE) for table, schema in SCHEMAS.items()}
 MAX_COMMIT_RETRIES = 100
 APPEND_ATTEMPTS = 4  # whole appends, each with MAX_COMMIT_RETRIES (DeltaTables.append)
-APPEND_PAUSE_S = 0.5  # before the second; doubling, jittered
+APPEND_PAUSE_S = 0.5  # before the second; doubling, jittered (pause_after_loss)
 RUN_ID_KEY, UNIT_KEY = "pipeline.run_id", "pipeline.unit"  # in each commit's commitInfo
 # Statistics on these columns let a reader (and recovery, by run_id) skip files.
 STATS_COLUMNS = {"products": "run_id,raw_hash,source_id,source_updated_at,fetched_at,price",
@@ -51,6 +51,13 @@ STATS_COLUMNS = {"products": "run_id,raw_hash,source_id,source_updated_at,fetche
 IDENTITY = {"products": ("raw_hash", "source_id", "source_updated_at"),
             "orders": ("raw_hash", "order_id", "updated_at"),
             "product_deletions": ("raw_hash", "source_id", "deleted_at")}
+
+
+def pause_after_loss(attempt: int, first_s: float, most_s: float = float("inf")) -> None:
+    """Wait before trying a commit again that lost (attempt 1, 2, ...): a commit loses to a burst
+    of other commits, and a pause that doubles from `first_s`, at most `most_s`, jittered so that
+    losers do not come back together, lets the burst pass."""
+    time.sleep(min(first_s * 2 ** (attempt - 1), most_s) * random.uniform(0.5, 1.0))
 
 
 class DeltaTables:
@@ -124,15 +131,17 @@ class DeltaTables:
                                         custom_metadata={RUN_ID_KEY: run_id, UNIT_KEY: str(unit)},
                                         max_commit_retries=MAX_COMMIT_RETRIES))
                     break
-                except CommitFailedError:
+                except CommitFailedError as exc:
                     dt.update_incremental()
                     if self.committed_since(before, unit, run_id, table):
                         break
                     if attempt == APPEND_ATTEMPTS:
-                        raise
-                    # It lost to a burst of commits: a jittered pause lets the burst pass.
-                    time.sleep(APPEND_PAUSE_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
-                    dt.update_incremental()
+                        raise CommitFailedError(
+                            f"{table}: {unit}'s rows lost the race to commit {APPEND_ATTEMPTS} times ({exc}): "
+                            "other writers kept committing to the table meanwhile. Nothing of this run was "
+                            "committed and its state did not move, so the next run fetches it again; if this "
+                            "recurs, start fewer units at once against the table") from exc
+                    pause_after_loss(attempt, APPEND_PAUSE_S)
         crash_point("between_data_and_state")
         return [f"normalized/{table}/{path}" for path in self.files_of(unit, run_id, table)]
 

@@ -24,7 +24,7 @@ from storage.paths import (RUN_ID_RE, SOURCE_RE, TABLES, UnitId, dataset_root, f
                            parse_file_name, partition_dir)
 from storage.schemas import SCHEMA, SCHEMAS
 from storage.settings import ROWS_PER_FILE  # 250,000 rows a file: why, in the comment below
-from storage.sweep import fsync_dir, sweep, unit_files  # noqa: F401 - named here too
+from storage.sweep import fsync_dir
 
 # A row group of 25,000 rows reads fast in DuckDB, Spark and pandas and bounds the writer's memory;
 # a file of 250,000 rows (about 25 MB here) is big enough that a large catalog is a few files, not

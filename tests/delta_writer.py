@@ -1,9 +1,10 @@
 """A unit's writer for the compaction tests, as a process of its own: one-commit appends of ROWS
 rows each into a destination's products table (storage.delta.DeltaTables.append, as a run commits),
-at least `minimum` of them and then until the file `stop` exists, `pause` seconds apart. Prints each commit's run id once
-its commit returned, so the test knows every commit that must be in the table.
+at least `minimum` of them and then until the file `stop` exists, `pause` seconds apart. Prints
+each commit's run id once its commit returned, so the test knows every commit that must be in the
+table.
 
-  python -m tests.delta_writer ROOT ACCOUNT MINIMUM STOP [PAUSE]     # DELTA_OPTIONS: delta-rs options as JSON
+  python -m tests.delta_writer ROOT ACCOUNT MINIMUM STOP [PAUSE]   # DELTA_OPTIONS: delta-rs options as JSON
 """
 
 from __future__ import annotations

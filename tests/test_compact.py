@@ -213,7 +213,8 @@ def test_an_append_that_loses_every_attempt_raises_and_commits_nothing(tmp_path,
     tables.ensure("products")
     losing = LosingCommits(APPEND_ATTEMPTS)
     monkeypatch.setattr(deltalake, "write_deltalake", losing)
-    with pytest.raises(CommitFailedError):
+    said = f"lost the race to commit {APPEND_ATTEMPTS} times.*the next run fetches it again"
+    with pytest.raises(CommitFailedError, match=said):
         tables.append(lambda: rows("shop-a", "R1"), UnitId("shopify", "shop-a"), "R1")
     assert losing.calls == APPEND_ATTEMPTS
     assert table_state(tmp_path / "normalized" / "products")[0] == []

@@ -11,7 +11,8 @@ import pytest
 
 from normalize.shopify import to_product
 from storage import parquet
-from storage.parquet import PartitionWriter, partition_dir, unit_files
+from storage.parquet import PartitionWriter, partition_dir
+from storage.sweep import unit_files
 from storage.paths import UnitId
 from storage.recovery import recover
 from storage.state import KnownVersions, ProviderState, state_path
