@@ -40,7 +40,7 @@ from connectors.errors import (
     request_id_of,
     summarize,
 )
-from connectors.transport import MAX_BODY_BYTES, DeadlineAdapter
+from connectors.transport import ACCEPT_ENCODING, MAX_BODY_BYTES, DeadlineAdapter
 
 log = logging.getLogger("pipeline.http")
 
@@ -143,10 +143,13 @@ class HttpClient:
             session = requests.Session()
         else:
             session = cached_session(cache_dir, self.settings.cache_ttl, secret_headers)
-        adapter = DeadlineAdapter(self.settings.deadline_s, self.settings.max_body_bytes, self._before_send)
+        # Only a plain session speaks http.client directly: the disk cache keeps urllib3's responses.
+        adapter = DeadlineAdapter(self.settings.deadline_s, self.settings.max_body_bytes, self._before_send,
+                                  direct=cache_dir is None)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         session.trust_env = False  # no proxy or .netrc credentials from the environment
+        session.headers["Accept-Encoding"] = ACCEPT_ENCODING  # what either path decodes, whatever is installed
         return session
 
     def close(self) -> None:
@@ -192,6 +195,9 @@ class HttpClient:
         try:
             with requests.Session() as session:
                 session.trust_env = False  # no proxy or .netrc credentials from the environment
+                adapter = DeadlineAdapter(None, None)  # streamed: no deadline, no size cap, urllib3's reads
+                session.mount("https://", adapter)
+                session.mount("http://", adapter)
                 with session.get(url, stream=True, allow_redirects=False,
                                  timeout=(self.settings.connect_timeout_s, idle_s)) as response:
                     if response.status_code != 200:

@@ -5,11 +5,17 @@ import os
 from pathlib import Path
 
 import pytest
+import responses
 from click.testing import CliRunner
 
 from pipelines.run_pipeline import Runtime, cli
 from sandbox.catalog import CatalogSpec
 from sandbox.shopify import ShopifySandbox
+
+# `responses` answers in place of the one method that puts a request on the wire (connectors/transport.py:
+# requests' HTTPAdapter.send is not called on the direct path), so the send hook, the deadline and
+# the size cap run as they do in a run.
+responses.mock.target = "connectors.transport.DeadlineAdapter.exchange"
 
 TOKEN = "shpat_test_not_a_real_token"
 SHOP = "test-shop.myshopify.com"

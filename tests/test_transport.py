@@ -1,0 +1,219 @@
+"""The direct path of connectors/transport.py (http.client, not urllib3) against a loopback server
+that writes its answers byte for byte: keep-alive, connections the server dropped while idle,
+chunked and gzip bodies, bodies cut short, timeouts, cookies, redirects, and what goes on the wire."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import threading
+import time
+import tracemalloc
+from contextlib import contextmanager, suppress
+
+import pytest
+
+from connectors.http import HostBoundHeaderAuth, HttpClient, HttpSettings, RedirectRefused, RetriesExhausted
+from connectors.transport import DeadlineAdapter
+
+TOKEN = "shpat_transport_test_token"
+
+
+def client(clock, **settings) -> HttpClient:
+    return HttpClient("shopify", HttpSettings(**{"max_attempts": 1, **settings}), sleep=clock.sleep,
+                      secret_headers=("X-Shopify-Access-Token",))
+
+
+def answer(body: bytes, status: str = "200 OK", headers: tuple = (), length: int | None = None) -> bytes:
+    head = [f"HTTP/1.1 {status}", "Content-Type: application/json",
+            f"Content-Length: {len(body) if length is None else length}", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def chunked(body: bytes, headers: tuple = (), size: int = 7) -> bytes:
+    pieces = [body[i:i + size] for i in range(0, len(body), size)]
+    head = "\r\n".join(["HTTP/1.1 200 OK", "Content-Type: application/json", "Transfer-Encoding: chunked", *headers])
+    return (head + "\r\n\r\n").encode() + b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+@contextmanager
+def wire(respond):
+    """A loopback server: for each request, `respond(request, connection_number)` returns the bytes
+    to write and what to do next ("keep" the connection, "close" it, or "hang": never answer).
+    Yields (base URL, the requests it read as (connection number, head, body))."""
+    seen: list[tuple[int, str, bytes]] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve(conn: socket.socket, number: int):
+        with conn, suppress(OSError):  # OSError: the client gave up (a cap, a timeout)
+            converse(conn, number)
+
+    def converse(conn: socket.socket, number: int):
+        data = b""
+        while not stop.is_set():
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, data = data.split(b"\r\n\r\n", 1)
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            while len(data) < length:
+                data += conn.recv(65536)
+            body, data = data[:length], data[length:]
+            seen.append((number, head.decode("latin-1"), body))
+            payload, then = respond(head.decode("latin-1"), number)
+            if then == "hang":
+                stop.wait(5)
+                return
+            conn.sendall(payload)
+            if then == "close":
+                return
+
+    def accept():
+        number = 0
+        listener.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            number += 1
+            threading.Thread(target=serve, args=(conn, number), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", seen
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+BODY = json.dumps({"data": {"title": "Tasse émaillée — édition spéciale", "n": 1}}, ensure_ascii=False).encode()
+VALUE = json.loads(BODY)
+
+
+def test_requests_share_one_keep_alive_connection_and_carry_what_a_run_sends(clock):
+    http = client(clock)
+    with wire(lambda head, n: (answer(BODY), "keep")) as (base, seen):
+        auth = HostBoundHeaderAuth(base, "X-Shopify-Access-Token", lambda: TOKEN)
+        for cursor in ("a", "b", "c"):
+            assert http.request_json("POST", base + "/admin/api/2026-10/graphql.json?x=1",
+                                     json_body={"query": "q", "after": cursor}, auth=auth) == VALUE
+    assert [number for number, _, _ in seen] == [1, 1, 1] and http.stats.requests == 3
+    head = seen[0][1].lower()
+    assert head.startswith("post /admin/api/2026-10/graphql.json?x=1 http/1.1")
+    for line in (f"x-shopify-access-token: {TOKEN.lower()}", "content-type: application/json",
+                 "accept-encoding: gzip, deflate", f"host: {base[len('http://'):]}"):
+        assert line in head.split("\r\n")
+    assert [json.loads(body)["after"] for _, _, body in seen] == ["a", "b", "c"]
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_retry(clock):
+    # The server closes after each answer without saying so (no Connection: close): the next
+    # request finds the idle connection dead and opens another, no retry counted, no wait.
+    with wire(lambda head, n: (answer(BODY), "close")) as (base, seen):
+        http = client(clock)
+        for _ in range(3):
+            assert http.request_json("GET", base + "/x") == VALUE
+            time.sleep(0.05)  # the server's close reaches us
+    assert [number for number, _, _ in seen] == [1, 2, 3]
+    assert http.stats.retries == 0 and clock.sleeps == []
+
+
+def test_a_request_the_idle_connection_loses_in_flight_is_sent_once_more_on_a_fresh_one(clock, monkeypatch):
+    # The race the idle check cannot see: the server closes just as the request goes out.
+    monkeypatch.setattr("connectors.transport._dropped", lambda sock: False)
+    with wire(lambda head, n: (answer(BODY), "close")) as (base, seen):
+        http = client(clock)
+        assert http.request_json("GET", base + "/x") == VALUE
+        time.sleep(0.05)
+        assert http.request_json("GET", base + "/x") == VALUE
+    assert [number for number, _, _ in seen] == [1, 2] and http.stats.retries == 0
+
+
+def test_chunked_and_gzip_bodies_are_decoded(clock):
+    packed = gzip.compress(BODY)
+    replies = iter([(chunked(BODY), "keep"),
+                    (answer(packed, headers=("Content-Encoding: gzip",)), "keep"),
+                    (chunked(packed, headers=("Content-Encoding: gzip",)), "keep")])
+    with wire(lambda head, n: next(replies)) as (base, seen):
+        http = client(clock)
+        assert [http.request_json("GET", base + "/x") for _ in range(3)] == [VALUE] * 3
+    assert len({number for number, _, _ in seen}) == 1
+
+
+def test_the_size_cap_holds_for_the_decompressed_body_without_inflating_it_whole(clock):
+    bomb = gzip.compress(b'{"a": "' + b"0" * 50_000_000 + b'"}', compresslevel=1)
+    assert len(bomb) < 500_000
+    with wire(lambda head, n: (answer(bomb, headers=("Content-Encoding: gzip",)), "keep")) as (base, _):
+        tracemalloc.start()
+        try:
+            with pytest.raises(RetriesExhausted, match="ConnectionError"):
+                client(clock, max_body_bytes=1_000_000).request_json("GET", base + "/x")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 4_000_000, peak  # the 50 MB never held at once (unbounded inflating: 7.8 MB and up)
+
+
+def test_an_encoding_not_asked_for_is_an_error_not_garbage(clock):
+    with wire(lambda head, n: (answer(b"\x1b\x00", headers=("Content-Encoding: br",)), "keep")) as (base, _):
+        with pytest.raises(RetriesExhausted, match="ContentDecodingError"):
+            client(clock).request_json("GET", base + "/x")
+
+
+def test_a_body_cut_short_of_its_content_length_is_retried_then_reported(clock):
+    with wire(lambda head, n: (answer(BODY, length=len(BODY) + 50), "close")) as (base, seen):
+        http = client(clock, max_attempts=2)
+        with pytest.raises(RetriesExhausted, match="gave up after 2 attempts .*ChunkedEncodingError"):
+            http.request_json("GET", base + "/x")
+    assert len(seen) == 2 and http.stats.retries == 1
+
+
+def test_a_silent_server_times_out_and_a_closed_port_is_refused_naming_no_query(clock):
+    with wire(lambda head, n: (b"", "hang")) as (base, _):
+        started = time.monotonic()
+        with pytest.raises(RetriesExhausted, match="ReadTimeout"):
+            client(clock, read_timeout_s=0.3).request_json("GET", base + "/x")
+        assert time.monotonic() - started < 3
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+    with pytest.raises(RetriesExhausted) as refused:
+        client(clock).request_json("GET", f"http://127.0.0.1:{port}/x?signature=do-not-log")
+    assert "ConnectionError" in str(refused.value) and "do-not-log" not in str(refused.value)
+    assert refused.value.__cause__ is None
+
+
+def test_a_cookie_set_on_the_direct_path_goes_with_the_next_request(clock):
+    replies = iter([(answer(BODY, headers=("Set-Cookie: affinity=node-7; Path=/",)), "keep"), (answer(BODY), "keep")])
+    with wire(lambda head, n: next(replies)) as (base, seen):
+        http = client(clock)
+        http.request_json("POST", base + "/x", json_body={"q": 1})
+        http.request_json("POST", base + "/x", json_body={"q": 2})
+    assert "cookie: affinity=node-7" not in seen[0][1].lower()
+    assert "cookie: affinity=node-7" in seen[1][1].lower().split("\r\n")
+
+
+def test_a_redirect_on_the_direct_path_is_refused_and_not_followed(clock):
+    moved = answer(b"", status="302 Found", headers=("Location: http://127.0.0.2:9/elsewhere",))
+    with wire(lambda head, n: (moved, "keep")) as (base, seen):
+        with pytest.raises(RedirectRefused, match="127.0.0.2"):
+            client(clock).request_json("GET", base + "/x")
+    assert len(seen) == 1
+
+
+def test_closing_the_client_closes_its_idle_connections(clock):
+    with wire(lambda head, n: (answer(BODY), "keep")) as (base, seen):
+        http = client(clock)
+        http.request_json("GET", base + "/x")
+        adapter = http.session.get_adapter(base)
+        assert isinstance(adapter, DeadlineAdapter) and adapter.direct
+        (connection,) = [c for idle in adapter._idle.values() for c in idle]
+        http.close()
+        assert connection.sock is None and adapter._idle == {}
