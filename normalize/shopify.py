@@ -199,7 +199,14 @@ def _plain_variant(raw: dict) -> dict:
 
 
 def _cheapest(variants: list[dict]) -> dict | None:
-    return min((v for v in variants if v["price"] is not None), key=lambda v: v["price"], default=None)
+    """The first variant with the lowest price (what min() picks), None when none has a price.
+    A loop: min() over a generator with a key function cost three times as much for 2.5 variants."""
+    cheapest = None
+    for variant in variants:
+        price = variant["price"]
+        if price is not None and (cheapest is None or price < cheapest["price"]):
+            cheapest = variant
+    return cheapest
 
 
 def _availability(status, variants) -> str | None:
@@ -207,7 +214,10 @@ def _availability(status, variants) -> str | None:
         return status.lower()  # draft, archived, unlisted
     if not variants:
         return None
-    return "in_stock" if any(v["available"] for v in variants) else "out_of_stock"
+    for variant in variants:
+        if variant["available"]:
+            return "in_stock"
+    return "out_of_stock"
 
 
 def _variant(raw) -> dict:
