@@ -112,9 +112,11 @@ class DeadlineAdapter(HTTPAdapter):
         connect_s, read_s = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         key = (scheme, host, port, verify if isinstance(verify, (bool, str)) else repr(verify))
         where = f"{host}:{port}"
+        head = _request_head(request, host, parts.port if port != (443 if scheme == "https" else 80) else None, body)
         started = time.monotonic()
         for attempt in (1, 2):
             connection, reused = self._checkout(key, scheme, host, port, verify)
+            answer = None
             try:
                 if connection.sock is None:
                     connection.timeout = connect_s
@@ -123,22 +125,25 @@ class DeadlineAdapter(HTTPAdapter):
                     except TimeoutError:
                         raise ConnectTimeout(f"connecting to {where} timed out") from None
                 connection.sock.settimeout(read_s)
-                connection.request(request.method, request.path_url, body=body, headers=request.headers)
-                answer = connection.getresponse()
+                connection.sock.sendall(head + body if body else head)
+                answer = http.client.HTTPResponse(connection.sock, method=request.method)
+                answer.begin()
             except _STALE as exc:
-                connection.close()
+                _discard(connection, answer)
                 if reused and attempt == 1:
+                    if self.before_send is not None:  # a request again: the budget and pacing see it
+                        self.before_send(request)
                     continue
                 raise requests.ConnectionError(f"connection to {where} lost: {type(exc).__name__}") from None
             except BaseException as exc:
-                connection.close()
+                _discard(connection, answer)
                 raise _mapped(exc, where) from None
             break
         try:
             headers = _headers(answer)
             content = self._read(answer, headers.get("Content-Encoding", ""), started)
         except BaseException as exc:
-            connection.close()
+            _discard(connection, answer)
             raise _mapped(exc, where) from None
         if answer.will_close:
             connection.close()
@@ -147,7 +152,11 @@ class DeadlineAdapter(HTTPAdapter):
         return self._response(request, answer, headers, content)
 
     def _read(self, answer: http.client.HTTPResponse, encoding: str, started: float) -> bytes:
-        decoder = _decoder(encoding)
+        lengths = answer.msg.get_all("Content-Length") or ()
+        if len(lengths) > 1 or "," in (lengths[0] if lengths else ""):
+            if len({value.strip() for length in lengths for value in length.split(",")}) > 1:
+                raise requests.ConnectionError("the answer has conflicting Content-Length headers")
+        decoder = _Inflater(encoding.strip().lower()) if encoding.strip().lower() not in ("", "identity") else None
         chunks, size = [], 0
         while True:
             chunk = answer.read1(READ_SIZE)
@@ -162,7 +171,7 @@ class DeadlineAdapter(HTTPAdapter):
             raise ChunkedEncodingError(f"the body ended {answer.length} bytes short of its Content-Length")
         answer.close()  # read to the end: the connection may carry the next request
         if decoder is not None:
-            chunks.append(decoder.flush())
+            chunks.append(decoder.finish())
             self._check(started, size + len(chunks[-1]))
         return b"".join(chunks)
 
@@ -229,6 +238,32 @@ class _Raw:
         pass
 
 
+def _request_head(request, host: str, port: int | None, body: bytes | None) -> bytes:
+    """The request line and headers as http.client would write them, in one piece (with the body:
+    one send and one segment), refused if a header holds a line break (http.client's putheader
+    check, which costs as much as the rest of the request)."""
+    method, path = request.method, request.path_url
+    if not method.isalpha() or any(c in path for c in " \r\n\t"):
+        raise requests.exceptions.InvalidURL("a method or path with a space or line break cannot be sent")
+    headers = request.headers
+    lines = [f"{method} {path} HTTP/1.1"]
+    if "Host" not in headers:
+        host = f"[{host}]" if ":" in host else host
+        lines.append(f"Host: {host}:{port}" if port else f"Host: {host}")
+    pairs = [(name, value if isinstance(value, str) else value.decode("latin-1")) for name, value in headers.items()]
+    lines += [f"{name}: {value}" for name, value in pairs]
+    if body and "Content-Length" not in headers:
+        lines.append(f"Content-Length: {len(body)}")
+    text = "\r\n".join(lines)
+    if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
+        # An auth hook sets its header after requests' own check: a credential with a line break
+        # would split the head. Named by header, never by value.
+        name = next(name for name, value in pairs if any(c in name + value for c in "\r\n"))
+        raise requests.exceptions.InvalidHeader(f"the {name} header holds a line break; check the value it is "
+                                                "set from (a credential with a trailing newline?)")
+    return (text + "\r\n\r\n").encode("latin-1")
+
+
 def _headers(answer: http.client.HTTPResponse) -> CaseInsensitiveDict:
     headers = CaseInsensitiveDict()
     for name, value in answer.getheaders():
@@ -236,13 +271,43 @@ def _headers(answer: http.client.HTTPResponse) -> CaseInsensitiveDict:
     return headers
 
 
-def _decoder(encoding: str):
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return None
-    if encoding in ("gzip", "x-gzip", "deflate"):
-        return zlib.decompressobj(zlib.MAX_WBITS | 32)  # a gzip or zlib header, either
-    raise ContentDecodingError(f"the answer's Content-Encoding {encoding!r} was not asked for ({ACCEPT_ENCODING})")
+class _Inflater:
+    """A gzip or deflate body as urllib3 decodes one: every gzip member, deflate zlib-wrapped or
+    raw; a stream that ends early is an error. At most `limit` bytes out of each call (the rest of
+    its input is left unread: the caller's size cap has then been passed)."""
+
+    def __init__(self, encoding: str):
+        if encoding not in ("gzip", "x-gzip", "deflate"):
+            raise ContentDecodingError(f"the answer's Content-Encoding {encoding!r} was not asked for ({ACCEPT_ENCODING})")
+        self.gzip, self.fed = encoding != "deflate", False
+        self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS if self.gzip else zlib.MAX_WBITS)
+
+    def decompress(self, data: bytes, limit: int) -> bytes:
+        first, self.fed = not self.fed, True
+        try:
+            out = self.decoder.decompress(data, limit)
+        except zlib.error:
+            if self.gzip or not first:
+                raise
+            self.decoder = zlib.decompressobj(-zlib.MAX_WBITS)  # deflate without the zlib wrapper
+            out = self.decoder.decompress(data, limit)
+        while self.gzip and self.decoder.eof and self.decoder.unused_data and (not limit or len(out) < limit):
+            rest, self.decoder = self.decoder.unused_data, zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out += self.decoder.decompress(rest, limit - len(out) if limit else 0)
+        return out
+
+    def finish(self) -> bytes:
+        tail = self.decoder.flush()
+        if self.fed and not self.decoder.eof:
+            raise ContentDecodingError("the compressed body ended before its end")
+        return tail
+
+
+def _discard(connection: http.client.HTTPConnection, answer: http.client.HTTPResponse | None) -> None:
+    """Close a connection that failed, its answer's reader too (it holds the socket open)."""
+    if answer is not None:
+        answer.close()
+    connection.close()
 
 
 def _dropped(sock) -> bool:
@@ -266,13 +331,16 @@ def _mapped(exc: BaseException, where: str) -> BaseException:
     if isinstance(exc, TimeoutError):
         return ReadTimeout(f"reading from {where} timed out")
     if isinstance(exc, ssl.SSLError):
-        return SSLError(f"TLS with {where} failed: {exc.__class__.__name__}")
+        reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None)
+        return SSLError(f"TLS with {where} failed: {exc.__class__.__name__}" + (f" ({reason})" if reason else ""))
     if isinstance(exc, http.client.IncompleteRead):
         return ChunkedEncodingError(f"the body from {where} was cut short")
     if isinstance(exc, zlib.error):
         return ContentDecodingError(f"the body from {where} did not decompress")
     if isinstance(exc, (OSError, http.client.HTTPException)):
         return requests.ConnectionError(f"connection to {where} failed: {type(exc).__name__}")
+    if isinstance(exc, Exception):  # its words might quote a header (a credential): its class only
+        return requests.RequestException(f"the request to {where} failed: {type(exc).__name__}")
     return exc
 
 

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 import tracemalloc
+import zlib
 from contextlib import contextmanager, suppress
 
 import pytest
@@ -217,3 +218,86 @@ def test_closing_the_client_closes_its_idle_connections(clock):
         (connection,) = [c for idle in adapter._idle.values() for c in idle]
         http.close()
         assert connection.sock is None and adapter._idle == {}
+
+
+def test_conflicting_content_lengths_are_refused_not_read_as_the_first(clock):
+    split = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 8\r\n\r\n{\"a\": 1}"
+    with wire(lambda head, n: (split, "close")) as (base, _):
+        with pytest.raises(RetriesExhausted, match="ConnectionError"):
+            client(clock).request_json("GET", base + "/x")
+
+
+def test_gzip_members_raw_deflate_and_a_cut_gzip_stream_decode_as_urllib3_would(clock):
+    half = len(BODY) // 2
+    members = gzip.compress(BODY[:half]) + gzip.compress(BODY[half:])
+    squeezer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw_deflate = squeezer.compress(BODY) + squeezer.flush()
+    cut = gzip.compress(BODY)[:-12]
+    replies = iter([(answer(members, headers=("Content-Encoding: gzip",)), "keep"),
+                    (answer(raw_deflate, headers=("Content-Encoding: deflate",)), "keep"),
+                    (answer(zlib.compress(BODY), headers=("Content-Encoding: deflate",)), "keep"),
+                    (answer(cut, headers=("Content-Encoding: gzip",)), "keep")])
+    with wire(lambda head, n: next(replies)) as (base, _):
+        http = client(clock)
+        assert [http.request_json("GET", base + "/x") for _ in range(3)] == [VALUE] * 3
+        with pytest.raises(RetriesExhausted, match="ContentDecodingError"):
+            http.request_json("GET", base + "/x")
+
+
+def test_a_credential_with_a_line_break_never_reaches_the_wire_nor_the_message(clock):
+    secret = "shpat_secret_value\r\nX-Injected: 1"
+    with wire(lambda head, n: (answer(BODY), "keep")) as (base, seen):
+        auth = HostBoundHeaderAuth(base, "X-Shopify-Access-Token", lambda: secret)
+        with pytest.raises(Exception) as refused:
+            client(clock).request_json("POST", base + "/x", json_body={"q": 1}, auth=auth)
+    assert seen == []
+    assert "X-Shopify-Access-Token header holds a line break" in str(refused.value)
+    assert "shpat_secret_value" not in str(refused.value) and "Injected" not in str(refused.value)
+
+
+def test_a_host_header_the_caller_sets_is_sent_once(clock):
+    with wire(lambda head, n: (answer(BODY), "keep")) as (base, seen):
+        client(clock).request_json("GET", base + "/x", headers={"Host": "shop.example"})
+    hosts = [line for line in seen[0][1].lower().split("\r\n") if line.startswith("host:")]
+    assert hosts == ["host: shop.example"]
+
+
+def test_a_request_sent_again_on_a_fresh_connection_passes_the_send_hook_again(clock, monkeypatch):
+    monkeypatch.setattr("connectors.transport._dropped", lambda sock: False)
+    sent = []
+    with wire(lambda head, n: (answer(BODY), "close")) as (base, seen):
+        http = HttpClient("shopify", HttpSettings(max_attempts=1), sleep=clock.sleep, on_send=sent.append)
+        http.request_json("GET", base + "/x")
+        time.sleep(0.05)
+        http.request_json("GET", base + "/x")
+    assert len(seen) == 2 and len(sent) == 3  # the lost send, then the one the server answered
+
+
+def test_a_failed_read_closes_the_socket_at_once(clock):
+    # The size cap passed on a Connection: close answer: the server sees the close straight away,
+    # not when the exception (and the traceback holding the reader) is collected.
+    big = answer(b'{"a": "' + b"x" * 200_000 + b'"}', headers=("Connection: close",))
+    heard: list = []
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def serve():
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(big)
+                conn.settimeout(3)
+                started = time.monotonic()
+                try:
+                    heard.append(conn.recv(1))
+                except OSError as exc:  # a reset counts as closed too; a timeout does not
+                    heard.append(exc)
+                heard.append(time.monotonic() - started)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        with pytest.raises(RetriesExhausted) as failure:
+            client(clock, max_body_bytes=1000).request_json("GET", f"http://127.0.0.1:{listener.getsockname()[1]}/x")
+        thread.join(5)
+    assert failure.value is not None  # still alive: it cannot be what closed the socket
+    assert not isinstance(heard[0], TimeoutError) and heard[0] in (b"",) or isinstance(heard[0], ConnectionError)
+    assert heard[1] < 1.0
