@@ -6,9 +6,9 @@ streamed to disk by `HttpClient.download`, which only asks that their bytes keep
 
 `DeadlineAdapter.exchange` sends one request. For a plain session (no disk cache, no proxy, no
 client certificate, a body of bytes) it speaks HTTP/1.1 through the standard library's
-`http.client` on its own keep-alive connections: requests over urllib3 cost about 1.4 ms more CPU
-a request than that (a 130 KB GraphQL page: urllib3's pool, response and chunked reads, requests'
-response building), which was a tenth of our CPU a product when paging a shop. Everything else
+`http.client` on its own keep-alive connections: requests over urllib3 cost about 1 ms more CPU
+a request than that (a 100 KB GraphQL page: urllib3's pool, response and chunked reads, requests'
+response building), 12 to 18 us a product of a paging crawl (BENCHMARKS.md). Everything else
 (the disk cache, which keeps urllib3's response, a proxy, a streamed download) goes through
 requests' own `HTTPAdapter.send`. Either way the caller gets a `requests.Response` and the
 errors requests raises (`requests.ConnectionError`, `requests.Timeout` and their kin), so retries

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import select
 import socket
 import threading
 import time
@@ -95,6 +96,15 @@ def wire(respond):
         listener.close()
 
 
+def server_closed(http: HttpClient, base: str) -> None:
+    """Wait (2 s at most) until the server's close of the client's idle connections has arrived."""
+    adapter = http.session.get_adapter(base)
+    sockets = [connection.sock for idle in adapter._idle.values() for connection in idle]
+    deadline = time.monotonic() + 2
+    while sockets and time.monotonic() < deadline:
+        sockets = [sock for sock in sockets if not select.select([sock], [], [], 0.01)[0]]
+
+
 BODY = json.dumps({"data": {"title": "Tasse émaillée — édition spéciale", "n": 1}}, ensure_ascii=False).encode()
 VALUE = json.loads(BODY)
 
@@ -122,7 +132,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_retry(c
         http = client(clock)
         for _ in range(3):
             assert http.request_json("GET", base + "/x") == VALUE
-            time.sleep(0.05)  # the server's close reaches us
+            server_closed(http, base)
     assert [number for number, _, _ in seen] == [1, 2, 3]
     assert http.stats.retries == 0 and clock.sleeps == []
 
@@ -133,7 +143,7 @@ def test_a_request_the_idle_connection_loses_in_flight_is_sent_once_more_on_a_fr
     with wire(lambda head, n: (answer(BODY), "close")) as (base, seen):
         http = client(clock)
         assert http.request_json("GET", base + "/x") == VALUE
-        time.sleep(0.05)
+        server_closed(http, base)
         assert http.request_json("GET", base + "/x") == VALUE
     assert [number for number, _, _ in seen] == [1, 2] and http.stats.retries == 0
 
@@ -268,7 +278,7 @@ def test_a_request_sent_again_on_a_fresh_connection_passes_the_send_hook_again(c
     with wire(lambda head, n: (answer(BODY), "close")) as (base, seen):
         http = HttpClient("shopify", HttpSettings(max_attempts=1), sleep=clock.sleep, on_send=sent.append)
         http.request_json("GET", base + "/x")
-        time.sleep(0.05)
+        server_closed(http, base)
         http.request_json("GET", base + "/x")
     assert len(seen) == 2 and len(sent) == 3  # the lost send, then the one the server answered
 
