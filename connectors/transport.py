@@ -19,6 +19,7 @@ target to it), so the deadline, the size cap and the send hook run under every m
 from __future__ import annotations
 
 import http.client
+import os
 import select
 import ssl
 import threading
@@ -30,7 +31,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.exceptions import ChunkedEncodingError, ConnectTimeout, ContentDecodingError, ReadTimeout, SSLError
 from requests.structures import CaseInsensitiveDict
-from requests.utils import get_encoding_from_headers
+from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_encoding_from_headers
 
 MAX_BODY_BYTES = 256 * 1024 * 1024
 READ_SIZE = 256 * 1024  # at most one socket read each: the deadline is checked between them
@@ -65,9 +66,10 @@ class DeadlineAdapter(HTTPAdapter):
             self.before_send(request)
         started = time.monotonic()
         response = self.exchange(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
-        if stream or response._content_consumed:
-            if not stream and self.max_bytes is not None and len(response.content) > self.max_bytes:
-                raise requests.ConnectionError(f"response larger than {self.max_bytes} bytes")
+        if stream:
+            return response
+        if response._content_consumed:  # read by the direct path (or a mock) under the same rules
+            self._check(started, len(response.content))
             return response
         chunks, size = [], 0
         try:
@@ -108,11 +110,12 @@ class DeadlineAdapter(HTTPAdapter):
     def _direct(self, request, body: bytes | None, timeout, verify) -> requests.Response:
         parts = urlsplit(request.url)
         scheme, host = parts.scheme.lower(), parts.hostname or ""
-        port = parts.port or (443 if scheme == "https" else 80)
+        default_port = 443 if scheme == "https" else 80
+        port = parts.port or default_port
         connect_s, read_s = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         key = (scheme, host, port, verify if isinstance(verify, (bool, str)) else repr(verify))
         where = f"{host}:{port}"
-        head = _request_head(request, host, parts.port if port != (443 if scheme == "https" else 80) else None, body)
+        head = _request_head(request, host, None if port == default_port else port, body)
         started = time.monotonic()
         for attempt in (1, 2):
             connection, reused = self._checkout(key, scheme, host, port, verify)
@@ -156,7 +159,8 @@ class DeadlineAdapter(HTTPAdapter):
         if len(lengths) > 1 or "," in (lengths[0] if lengths else ""):
             if len({value.strip() for length in lengths for value in length.split(",")}) > 1:
                 raise requests.ConnectionError("the answer has conflicting Content-Length headers")
-        decoder = _Inflater(encoding.strip().lower()) if encoding.strip().lower() not in ("", "identity") else None
+        encoding = encoding.strip().lower()
+        decoder = None if encoding in ("", "identity") else _Inflater(encoding)
         chunks, size = [], 0
         while True:
             chunk = answer.read1(READ_SIZE)
@@ -212,17 +216,15 @@ class DeadlineAdapter(HTTPAdapter):
         connection.close()
 
     def _context(self, verify) -> ssl.SSLContext:
-        """A TLS context as requests would verify with: certifi's CA bundle unless `verify` names one."""
+        """A TLS context as requests would verify with: its CA bundle (certifi's) unless `verify` names one."""
         context = self._contexts.get(verify)
         if context is None:
             if verify is False:
                 context = ssl.create_default_context()
                 context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
             else:
-                import certifi  # requests' own CA bundle (a dependency of requests)
-
-                bundle = verify if isinstance(verify, str) else certifi.where()
-                context = ssl.create_default_context(**({"capath": bundle} if _is_dir(bundle) else {"cafile": bundle}))
+                bundle = verify if isinstance(verify, str) else DEFAULT_CA_BUNDLE_PATH
+                context = ssl.create_default_context(**({"capath": bundle} if os.path.isdir(bundle) else {"cafile": bundle}))
             self._contexts[verify] = context
         return context
 
@@ -342,9 +344,3 @@ def _mapped(exc: BaseException, where: str) -> BaseException:
     if isinstance(exc, Exception):  # its words might quote a header (a credential): its class only
         return requests.RequestException(f"the request to {where} failed: {type(exc).__name__}")
     return exc
-
-
-def _is_dir(path: str) -> bool:
-    import os
-
-    return os.path.isdir(path)

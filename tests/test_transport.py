@@ -309,5 +309,5 @@ def test_a_failed_read_closes_the_socket_at_once(clock):
             client(clock, max_body_bytes=1000).request_json("GET", f"http://127.0.0.1:{listener.getsockname()[1]}/x")
         thread.join(5)
     assert failure.value is not None  # still alive: it cannot be what closed the socket
-    assert not isinstance(heard[0], TimeoutError) and heard[0] in (b"",) or isinstance(heard[0], ConnectionError)
+    assert heard[0] == b"" or isinstance(heard[0], ConnectionError)  # closed (or reset), not timed out
     assert heard[1] < 1.0
