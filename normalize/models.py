@@ -123,7 +123,10 @@ class Record(BaseModel):
     `str` field's value through as Python holds it, lone surrogates included, and Arrow would then
     fail the whole batch's write; such a record is rejected here, naming the field."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # defer_build: pydantic builds a model's validator when a record first needs it, not at import.
+    # Records that pass the normalizers' fast path (normalize/checked.py) never do: a run that
+    # reads a few unchanged products and stops starts about 40 ms sooner (bench/bench.py).
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     @model_validator(mode="after")
     def _writable(self):
@@ -134,7 +137,7 @@ class Record(BaseModel):
 
 
 class Variant(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     id: Optional[str] = None
     sku: Optional[str] = None
