@@ -77,7 +77,10 @@ def summarize(body) -> str | None:
 
 
 def describe(exc: BaseException) -> str:
-    """What went wrong, without the provider prefix; a library error by its class name only."""
+    """What went wrong, without the provider prefix; a library error by its class name only, unless
+    our transport wrote its words (`quotable`: the host and the reason, never a URL or header)."""
     if isinstance(exc, ProviderError):
         return str(exc).split(": ", 1)[-1]
+    if getattr(exc, "quotable", False):
+        return f"{type(exc).__name__}: {exc}"
     return type(exc).__name__

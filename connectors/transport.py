@@ -327,20 +327,22 @@ def _dropped(sock) -> bool:
 
 
 def _mapped(exc: BaseException, where: str) -> BaseException:
-    """requests' exception for what http.client, ssl or the socket raised (the host, never the URL)."""
-    if isinstance(exc, requests.RequestException):
+    """requests' exception for what http.client, ssl or the socket raised (the host, never the URL),
+    marked `quotable`: connectors.errors.describe may give its words, which are all ours."""
+    if isinstance(exc, requests.RequestException) or not isinstance(exc, Exception):
         return exc
     if isinstance(exc, TimeoutError):
-        return ReadTimeout(f"reading from {where} timed out")
-    if isinstance(exc, ssl.SSLError):
+        mapped = ReadTimeout(f"reading from {where} timed out")
+    elif isinstance(exc, ssl.SSLError):
         reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None)
-        return SSLError(f"TLS with {where} failed: {exc.__class__.__name__}" + (f" ({reason})" if reason else ""))
-    if isinstance(exc, http.client.IncompleteRead):
-        return ChunkedEncodingError(f"the body from {where} was cut short")
-    if isinstance(exc, zlib.error):
-        return ContentDecodingError(f"the body from {where} did not decompress")
-    if isinstance(exc, (OSError, http.client.HTTPException)):
-        return requests.ConnectionError(f"connection to {where} failed: {type(exc).__name__}")
-    if isinstance(exc, Exception):  # its words might quote a header (a credential): its class only
-        return requests.RequestException(f"the request to {where} failed: {type(exc).__name__}")
-    return exc
+        mapped = SSLError(f"TLS with {where} failed: {exc.__class__.__name__}" + (f" ({reason})" if reason else ""))
+    elif isinstance(exc, http.client.IncompleteRead):
+        mapped = ChunkedEncodingError(f"the body from {where} was cut short")
+    elif isinstance(exc, zlib.error):
+        mapped = ContentDecodingError(f"the body from {where} did not decompress")
+    elif isinstance(exc, (OSError, http.client.HTTPException)):
+        mapped = requests.ConnectionError(f"connection to {where} failed: {type(exc).__name__}")
+    else:  # its words might quote a header (a credential): its class only
+        mapped = requests.RequestException(f"the request to {where} failed: {type(exc).__name__}")
+    mapped.quotable = True
+    return mapped

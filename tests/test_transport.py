@@ -5,9 +5,12 @@ chunked and gzip bodies, bodies cut short, timeouts, cookies, redirects, and wha
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import json
+import datetime
 import select
 import socket
+import ssl
 import threading
 import time
 import tracemalloc
@@ -40,16 +43,19 @@ def chunked(body: bytes, headers: tuple = (), size: int = 7) -> bytes:
 
 
 @contextmanager
-def wire(respond):
+def wire(respond, tls: ssl.SSLContext | None = None):
     """A loopback server: for each request, `respond(request, connection_number)` returns the bytes
     to write and what to do next ("keep" the connection, "close" it, or "hang": never answer).
-    Yields (base URL, the requests it read as (connection number, head, body))."""
+    Yields (base URL, the requests it read as (connection number, head, body)). With `tls`, it
+    speaks HTTPS with that context (a handshake the client refuses ends the connection)."""
     seen: list[tuple[int, str, bytes]] = []
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
     def serve(conn: socket.socket, number: int):
-        with conn, suppress(OSError):  # OSError: the client gave up (a cap, a timeout)
+        with conn, suppress(OSError):  # OSError: the client gave up (a cap, a timeout, a certificate)
+            if tls is not None:
+                conn = tls.wrap_socket(conn, server_side=True)
             converse(conn, number)
 
     def converse(conn: socket.socket, number: int):
@@ -89,7 +95,7 @@ def wire(respond):
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}", seen
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{listener.getsockname()[1]}", seen
     finally:
         stop.set()
         thread.join(5)
@@ -311,3 +317,89 @@ def test_a_failed_read_closes_the_socket_at_once(clock):
     assert failure.value is not None  # still alive: it cannot be what closed the socket
     assert heard[0] == b"" or isinstance(heard[0], ConnectionError)  # closed (or reset), not timed out
     assert heard[1] < 1.0
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory):
+    """A private CA, and a server certificate it signed for 127.0.0.1 (and one for another name):
+    made here, so no key or certificate is kept in the repository."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder = tmp_path_factory.mktemp("tls")
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(text):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    def signed(subject, key, issuer, issuer_key, *, ca, alt=None):
+        builder = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False),
+                critical=True)
+            builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        else:
+            builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                                            critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def write(path, cert, key=None):
+        data = cert.public_bytes(serialization.Encoding.PEM)
+        if key is not None:
+            data += key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+        path.write_bytes(data)
+        return str(path)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = signed("test CA", ca_key, "test CA", ca_key, ca=True)
+    paths = {"ca": write(folder / "ca.pem", ca)}
+    for label, alt in (("loopback", [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       ("other", [x509.DNSName("shop.example")])):
+        key = ec.generate_private_key(ec.SECP256R1())
+        paths[label] = write(folder / f"{label}.pem", signed("server", key, "test CA", ca_key, ca=False, alt=alt), key)
+    return paths
+
+
+def server_tls(certfile: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certfile)
+    return context
+
+
+def test_https_goes_the_direct_path_verified_against_the_bundle_the_session_names(clock, certificates):
+    with wire(lambda head, n: (answer(BODY), "keep"), tls=server_tls(certificates["loopback"])) as (base, seen):
+        http = client(clock)
+        http.session.verify = certificates["ca"]  # as REQUESTS_CA_BUNDLE would set it
+        assert [http.request_json("GET", base + "/x") for _ in range(2)] == [VALUE] * 2
+        idle = http.session.get_adapter(base)._idle
+        assert [type(c).__name__ for pool in idle.values() for c in pool] == ["HTTPSConnection"]
+    assert [number for number, _, _ in seen] == [1, 1]  # one TLS connection, kept alive
+
+
+def test_an_unknown_issuer_or_another_name_is_refused_naming_the_host_and_why(clock, certificates):
+    for certificate, verify, why in ((certificates["loopback"], True, "unable to get local issuer certificate"),
+                                     (certificates["other"], certificates["ca"], "IP address mismatch")):
+        with wire(lambda head, n: (answer(BODY), "keep"), tls=server_tls(certificate)) as (base, seen):
+            http = client(clock)
+            http.session.verify = verify
+            with pytest.raises(RetriesExhausted, match="SSLError") as refused:
+                http.request_json("GET", base + "/x?signature=do-not-log")
+        message = str(refused.value)
+        assert why in message and "127.0.0.1" in message and "do-not-log" not in message
+        assert seen == []  # nothing was sent over a connection that failed its check
+
+
+def test_verify_false_skips_the_check(clock, certificates):
+    with wire(lambda head, n: (answer(BODY), "keep"), tls=server_tls(certificates["other"])) as (base, _):
+        http = client(clock)
+        http.session.verify = False
+        assert http.request_json("GET", base + "/x") == VALUE
