@@ -16,12 +16,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 import requests
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_exponential_jitter
 
 from connectors import jsondecode
 from connectors.cache import cached_session
@@ -41,6 +39,9 @@ from connectors.errors import (
     summarize,
 )
 from connectors.transport import ACCEPT_ENCODING, MAX_BODY_BYTES, DeadlineAdapter
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 log = logging.getLogger("pipeline.http")
 
@@ -229,26 +230,33 @@ class HttpClient:
         cache: bool = True,
     ) -> Any:
         """Send with retries and return the parsed JSON body, or raise a ProviderError."""
-        retrying = Retrying(
-            retry=retry_if_exception_type((RetryableError, *TRANSPORT_ERRORS)),
-            stop=stop_after_attempt(self.settings.max_attempts) | self._stop_on_total_wait,
-            wait=self._wait,
-            sleep=self._sleep_between_attempts,
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
+        request = (method, url, json_body, params, data, headers, auth, check, cache)
+        try:  # nearly every request succeeds at once: tenacity only for the ones that do not
+            return self._once(*request)
+        except (RetryableError, *TRANSPORT_ERRORS) as exc:
+            return self._retry(exc, request)
+
+    def _retry(self, failed: Exception, request: tuple) -> Any:
+        """The retries after a first attempt that failed with `failed`: tenacity's first attempt
+        raises it again, so its waits, stops and counts are as if it had made that attempt."""
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
+        retrying = Retrying(retry=retry_if_exception_type((RetryableError, *TRANSPORT_ERRORS)),
+                            stop=stop_after_attempt(self.settings.max_attempts) | self._stop_on_total_wait,
+                            wait=self._wait, sleep=lambda seconds: self.sleep(seconds),
+                            before_sleep=self._before_sleep, reraise=True)
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._once(method, url, json_body, params, data, headers, auth, check, cache)
+                    if failed is not None:
+                        exc, failed = failed, None
+                        raise exc
+                    return self._once(*request)
         except (RetryableError, *TRANSPORT_ERRORS) as exc:
-            attempts = retrying.statistics.get("attempt_number", 1)
-            raise RetriesExhausted(
-                self.provider,
-                f"gave up after {attempts} attempts on {urlsplit(url).path}: {describe(exc)}",
-                status=getattr(exc, "status", None),
-                request_id=getattr(exc, "request_id", None),
-            ) from None
+            attempts, path = retrying.statistics.get("attempt_number", 1), urlsplit(request[1]).path
+            raise RetriesExhausted(self.provider, f"gave up after {attempts} attempts on {path}: {describe(exc)}",
+                                   status=getattr(exc, "status", None),
+                                   request_id=getattr(exc, "request_id", None)) from None
 
     def _once(self, method, url, json_body, params, data, headers, auth, check, cache):
         if self.consecutive_failures >= self.settings.breaker_threshold:
@@ -352,13 +360,12 @@ class HttpClient:
         hint = getattr(exc, "retry_after", None)
         if hint is not None:
             return min(max(hint, MIN_RETRY_WAIT_S), MAX_RETRY_WAIT_S)
+        from tenacity.wait import wait_exponential_jitter
+
         return max(MIN_RETRY_WAIT_S, wait_exponential_jitter(initial=1, max=60, jitter=1)(state))
 
     def _stop_on_total_wait(self, state: RetryCallState) -> bool:
         return state.idle_for + (state.upcoming_sleep or 0) > self.settings.max_total_wait_s
-
-    def _sleep_between_attempts(self, seconds: float) -> None:
-        self.sleep(seconds)
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception()
