@@ -58,6 +58,7 @@ class DeadlineAdapter(HTTPAdapter):
         self.before_send = before_send  # called for network requests only, never for cache hits
         self.direct = direct
         self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
+        self._closes = 0  # a connection out when the adapter was closed is closed when it comes back
         self._lock = threading.Lock()
         self._contexts: dict = {}
 
@@ -95,6 +96,7 @@ class DeadlineAdapter(HTTPAdapter):
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, {}
+            self._closes += 1
         for connections in idle.values():
             for connection in connections:
                 connection.close()
@@ -117,6 +119,7 @@ class DeadlineAdapter(HTTPAdapter):
         where = f"{host}:{port}"
         head = _request_head(request, host, None if port == default_port else port, body)
         started = time.monotonic()
+        closes = self._closes
         for attempt in (1, 2):
             connection, reused = self._checkout(key, scheme, host, port, verify)
             answer = None
@@ -151,7 +154,7 @@ class DeadlineAdapter(HTTPAdapter):
         if answer.will_close:
             connection.close()
         else:
-            self._checkin(key, connection)
+            self._checkin(key, connection, closes)
         return self._response(request, answer, headers, content)
 
     def _read(self, answer: http.client.HTTPResponse, encoding: str, started: float) -> bytes:
@@ -207,10 +210,10 @@ class DeadlineAdapter(HTTPAdapter):
             raise requests.exceptions.InvalidSchema(f"no connection for {scheme!r} URLs")
         return http.client.HTTPConnection(host, port), False
 
-    def _checkin(self, key, connection) -> None:
+    def _checkin(self, key, connection, closes: int) -> None:
         with self._lock:
             idle = self._idle.setdefault(key, [])
-            if len(idle) < IDLE_PER_HOST:
+            if len(idle) < IDLE_PER_HOST and closes == self._closes:
                 idle.append(connection)
                 return
         connection.close()

@@ -403,3 +403,20 @@ def test_verify_false_skips_the_check(clock, certificates):
         http = client(clock)
         http.session.verify = False
         assert http.request_json("GET", base + "/x") == VALUE
+
+
+def test_a_connection_in_flight_when_the_client_closes_is_closed_not_pooled(clock):
+    http = client(clock)
+
+    def close_then_answer(head, n):
+        if n == 1:
+            http.close()  # while the first request waits for its answer
+        return answer(BODY), "keep"
+
+    with wire(close_then_answer) as (base, seen):
+        assert http.request_json("GET", base + "/x") == VALUE
+        adapter = http.session.get_adapter(base)
+        assert all(not idle for idle in adapter._idle.values())  # nothing left open behind the close
+        assert http.request_json("GET", base + "/x") == VALUE  # used again after the close: pooled as before
+        assert [len(idle) for idle in adapter._idle.values()] == [1]
+    assert [number for number, _, _ in seen] == [1, 2]
