@@ -234,7 +234,9 @@ class HttpClient:
         try:  # nearly every request succeeds at once: tenacity only for the ones that do not
             return self._once(*request)
         except (RetryableError, *TRANSPORT_ERRORS) as exc:
-            return self._retry(exc, request)
+            failed = exc
+        # Retried outside the handler: what a later attempt raises is not chained to this failure
+        return self._retry(failed, request)
 
     def _retry(self, failed: Exception, request: tuple) -> Any:
         """The retries after a first attempt that failed with `failed`: tenacity's first attempt

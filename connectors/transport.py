@@ -140,7 +140,8 @@ class DeadlineAdapter(HTTPAdapter):
                     if self.before_send is not None:  # a request again: the budget and pacing see it
                         self.before_send(request)
                     continue
-                raise requests.ConnectionError(f"connection to {where} lost: {type(exc).__name__}") from None
+                lost = requests.ConnectionError(f"connection to {where} lost: {type(exc).__name__}")
+                raise _mapped(lost, where) from None
             except BaseException as exc:
                 _discard(connection, answer)
                 raise _mapped(exc, where) from None
@@ -331,10 +332,13 @@ def _dropped(sock) -> bool:
 
 def _mapped(exc: BaseException, where: str) -> BaseException:
     """requests' exception for what http.client, ssl or the socket raised (the host, never the URL),
-    marked `quotable`: connectors.errors.describe may give its words, which are all ours."""
-    if isinstance(exc, requests.RequestException) or not isinstance(exc, Exception):
+    or the direct path's own (the deadline, the cap, a body cut short), marked `quotable`:
+    connectors.errors.describe may give its words, which are all ours."""
+    if not isinstance(exc, Exception):
         return exc
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, requests.RequestException):  # raised by the direct path itself
+        mapped = exc
+    elif isinstance(exc, TimeoutError):
         mapped = ReadTimeout(f"reading from {where} timed out")
     elif isinstance(exc, ssl.SSLError):
         reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None)

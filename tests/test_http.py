@@ -9,6 +9,7 @@ import sqlite3
 import stat
 import threading
 import time
+import traceback
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
@@ -16,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 import pytest
+import requests
 import requests_cache.models.response as cached_response_module
 import requests_cache.policy.actions as cache_actions_module
 import responses
@@ -99,6 +101,18 @@ def test_auth_and_client_errors_are_not_retried(clock, status, error):
     with pytest.raises(error, match=f"HTTP {status}"):
         client(clock).request_json("POST", URL, json_body={})
     assert len(responses.calls) == 1 and clock.sleeps == []
+
+
+@responses.activate
+def test_an_error_after_a_retry_is_not_chained_to_the_first_failure(clock):
+    # The first failure's words may be a library's (a URL with its query): a traceback of the
+    # second attempt's error must not carry it along as "during handling of the above".
+    responses.post(URL, body=requests.ConnectionError(f"{URL}?signature=do-not-log refused"))
+    responses.post(URL, status=401, json={"errors": "nope"})
+    with pytest.raises(AuthError, match="HTTP 401") as failed:
+        client(clock).request_json("POST", URL, json_body={})
+    assert failed.value.__context__ is None and "do-not-log" not in "".join(traceback.format_exception(failed.value))
+    assert len(responses.calls) == 2
 
 
 @responses.activate
