@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from collections.abc import Iterator
 
+from connectors.cursors import no_cursor as record_cursor  # noqa: F401 - no change feed: read in full
 from connectors.http import HttpClient, HttpSettings, ResponseError
 from connectors.oauth import ClientCredentialsAuth, request_with_refresh
 from connectors.settings import AmazonSettings
@@ -42,11 +43,6 @@ log = logging.getLogger("pipeline.amazon")
 def make_client(settings: AmazonSettings, http_settings: HttpSettings, counters=None, **kwargs) -> HttpClient:
     """An HttpClient paced at the account's request rate (no shared daily budget: `counters` is unused)."""
     return HttpClient(NAME, replace(http_settings, requests_per_second=settings.requests_per_second), **kwargs)
-
-
-def record_cursor(record) -> None:
-    """The Creators API has no change feed: every run reads the configured searches in full."""
-    return None
 
 
 def make_auth(http: HttpClient, settings: AmazonSettings, clock=time.monotonic) -> ClientCredentialsAuth:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
+from connectors.cursors import no_cursor as record_cursor  # noqa: F401 - no change feed: read in full
 from connectors.http import (
     AuthError,
     HostBoundHeaderAuth,
@@ -58,11 +59,6 @@ def make_client(settings: EbaySettings, http_settings: HttpSettings, counters=No
 
     paced = replace(http_settings, requests_per_second=settings.requests_per_second)
     return HttpClient(NAME, paced, on_send=count_call, **kwargs)
-
-
-def record_cursor(record) -> None:
-    """Browse search has no change feed: every run reads the configured searches."""
-    return None
 
 
 def iter_records(http: HttpClient, settings: EbaySettings, *, clock=time.monotonic, **_) -> Iterator[dict]:

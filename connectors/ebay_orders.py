@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
+from connectors.cursors import ebay_order_cursor as record_cursor
 from connectors.ebay import make_client  # noqa: F401 - one client per keyset, whatever the stream
 from connectors.http import AuthError, HttpClient, ResponseError, RetryableError
 from connectors.oauth import ClientCredentialsAuth, MissingScope, TokenRefused, request_token, request_with_refresh
@@ -54,16 +55,6 @@ KEPT_FIELDS = {
 
 class RefreshTokenRefused(TokenRefused):
     """eBay refused the seller's refresh token: only the seller's fresh consent mends it."""
-
-
-def record_cursor(record) -> tuple[datetime, int] | None:
-    """(lastModifiedDate, the order id's digits) of a raw order, or None if it has none."""
-    try:
-        modified = datetime.fromisoformat(record["lastModifiedDate"]).astimezone(timezone.utc)
-        digits = "".join(c for c in str(record["orderId"]) if c.isdigit())
-        return modified, int(digits or 0)
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None
 
 
 def iter_records(http: HttpClient, settings: EbaySettings, *, since: tuple[datetime, int] | None = None,

@@ -20,6 +20,7 @@ from connectors.http import AuthError, HttpClient, ResponseError, RetryableError
 from connectors.oauth import request_with_refresh
 from connectors.settings import ShopifySettings
 from connectors.shopify_auth import PRODUCT_SCOPES, make_auth
+from connectors.cursors import shopify_cursor as record_cursor
 from connectors.shopify_children import (Companion, combined_query, extend, follow_up_fields,  # noqa: F401
                                          follow_up_query, next_children)
 
@@ -65,15 +66,6 @@ class QueryTooCostly(ResponseError):
     def __init__(self, cost: float, max_cost: float):
         super().__init__(NAME, f"query cost {cost:g} exceeds the single-query limit {max_cost:g}")
         self.cost, self.max_cost = cost, max_cost
-
-
-def record_cursor(record) -> tuple[datetime, int] | None:
-    """The compound (updatedAt, numeric id) cursor of a raw record, or None if it has none."""
-    try:
-        updated = datetime.fromisoformat(record["updatedAt"]).astimezone(timezone.utc)
-        return updated, int(str(record["id"]).rsplit("/", 1)[-1])
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None
 
 
 def crawl(api: "ShopifyGraphQL", resource: Resource, *, since, lookback: timedelta, restart_after_pages: int,

@@ -28,7 +28,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from pipelines.bulk_split import (SILENCE_S, Job, NormalizedBatch, WorkerFailed, normalize_to_arrow, receive,
-                                  report_failure, stop_workers)
+                                  report_failure, start_worker, stop_workers)
 from pipelines.stages import PAGING_WORKER_AFTER, lean_gc
 from storage.crash import crash_point
 
@@ -45,7 +45,7 @@ class PagingWorker:
         inbox, self._inbox = context.Pipe(duplex=False)
         self._outbox, outbox = context.Pipe(duplex=False)
         self.proc = context.Process(target=_serve, args=(job, inbox, outbox), name="paging-worker", daemon=True)
-        self.proc.start()
+        start_worker(self.proc)
         inbox.close()
         outbox.close()
         self.ready, self.failed, self.out = False, False, 0

@@ -167,3 +167,61 @@ def test_a_worker_that_dies_before_it_is_ready_leaves_the_batches_to_this_proces
     result, record = run(rich, env={"PIPELINE_CRASH_AT": "paging_worker_start"})
     assert result.exit_code == 0, result.output
     assert worker_batches == [] and record["providers"]["shopify"]["written"] == SIZE - 1
+
+
+# A script standing in for the entrypoint: what it runs when a spawned child runs it again is seen.
+SCRIPT = '''
+import sys
+sys.path.insert(0, {repo!r})
+if __name__ == "__mp_main__":  # spawn running this script again in the worker
+    open({marker!r}, "w").close()
+from datetime import datetime, timezone
+from connectors import shopify
+from normalize.shopify import to_product
+from pipelines import bulk_split, paging_split
+
+if __name__ == "__main__":
+    job = bulk_split.Job(to_product, ("shopify", 1), shopify.record_cursor, ("products",), "shop", "r",
+                         datetime(2026, 12, 1, tzinfo=timezone.utc))
+    worker = paging_split.PagingWorker(job)
+    try:
+        assert worker._outbox.poll(60) and worker.is_ready()
+        sent = [{{"id": "gid://shopify/Product/1", "title": "P", "updatedAt": "2026-11-30T00:00:00Z", "variants": []}}]
+        batches = list(worker.send(sent, datetime(2026, 12, 1, tzinfo=timezone.utc))) + list(worker.drain())
+    finally:
+        worker.close()
+    print(batches[0].cursor[1], __file__ == {script!r}, "requests" in sys.modules)
+'''
+
+
+def test_a_worker_starts_without_the_entrypoint_run_again(tmp_path):
+    """spawn runs the parent's main script again in a child; a worker needs nothing of it (its target
+    and job import by name)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo, marker, script = str(Path(__file__).resolve().parent.parent), tmp_path / "ran", tmp_path / "entry.py"
+    script.write_text(SCRIPT.format(repo=repo, marker=str(marker), script=str(script)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "True", "True"]  # the worker's cursor; this process's own __file__ is back
+    assert not marker.exists()
+
+
+def test_no_stream_s_cursor_a_worker_unpickles_brings_an_http_library():
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pipelines.streams import STREAMS, stream_of
+
+    code = ("import pickle, sys; pickle.loads(sys.stdin.buffer.read()); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('requests', 'urllib3', 'connectors')))")
+    for provider, stream in STREAMS:
+        cursor = stream_of(provider, stream).connector.record_cursor
+        done = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(cursor), capture_output=True,
+                              timeout=60, cwd=Path(__file__).resolve().parent.parent)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.decode().split() == ["['connectors',", "'connectors.cursors']"], (provider, stream)
