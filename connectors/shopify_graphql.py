@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from connectors import shopify_bulk
+from connectors.cursors import shopify_cursor as record_cursor
 from connectors.http import AuthError, HttpClient, ResponseError, RetryableError
 from connectors.oauth import request_with_refresh
 from connectors.settings import ShopifySettings
 from connectors.shopify_auth import PRODUCT_SCOPES, make_auth
-from connectors.cursors import shopify_cursor as record_cursor
 from connectors.shopify_children import (Companion, combined_query, extend, follow_up_fields,  # noqa: F401
                                          follow_up_query, next_children)
 

@@ -4,12 +4,17 @@ committed; a short crawl, a limited run or one process asked for never starts a 
 
 from __future__ import annotations
 
+import pickle
+import subprocess
+import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
 from normalize import shopify as shopify_normalizer
 from pipelines import bulk_split, paging_split, run as run_module, stages
+from pipelines.streams import STREAMS, stream_of
 from storage.paths import UnitId
 from storage.state import ProviderState, state_path
 from tests.conftest import SHOP, TOKEN
@@ -197,10 +202,6 @@ if __name__ == "__main__":
 def test_a_worker_starts_without_the_entrypoint_run_again(tmp_path):
     """spawn runs the parent's main script again in a child; a worker needs nothing of it (its target
     and job import by name)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     repo, marker, script = str(Path(__file__).resolve().parent.parent), tmp_path / "ran", tmp_path / "entry.py"
     script.write_text(SCRIPT.format(repo=repo, marker=str(marker), script=str(script)))
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -210,13 +211,6 @@ def test_a_worker_starts_without_the_entrypoint_run_again(tmp_path):
 
 
 def test_no_stream_s_cursor_a_worker_unpickles_brings_an_http_library():
-    import pickle
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from pipelines.streams import STREAMS, stream_of
-
     code = ("import pickle, sys; pickle.loads(sys.stdin.buffer.read()); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('requests', 'urllib3', 'connectors')))")
     for provider, stream in STREAMS:
@@ -224,4 +218,4 @@ def test_no_stream_s_cursor_a_worker_unpickles_brings_an_http_library():
         done = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(cursor), capture_output=True,
                               timeout=60, cwd=Path(__file__).resolve().parent.parent)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.decode().split() == ["['connectors',", "'connectors.cursors']"], (provider, stream)
+        assert done.stdout.decode().strip() == "['connectors', 'connectors.cursors']", (provider, stream)
